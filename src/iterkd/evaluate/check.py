@@ -29,8 +29,13 @@ def score_samples(
 
     from iterkd.sandbox import Job, Limits, Sandbox
 
-    jobs = [Job(program=s.solution, tests=tasks[s.task_id].tests, setup=tasks[s.task_id].setup) for s in samples]
     limits = Limits() if timeout is None else Limits(timeout_s=timeout)
+    jobs = []
+    for s in samples:
+        task = tasks[s.task_id]
+        budget = task.cpu_budget(limits.timeout_s)
+        own = Limits(timeout_s=budget) if budget != limits.timeout_s else None
+        jobs.append(Job(program=s.solution, tests=task.tests, setup=task.setup, limits=own))
     verdicts: list[dict | None] = [None] * len(jobs)
     start = time.perf_counter()
     with Sandbox(workers=workers, limits=limits) as sandbox:

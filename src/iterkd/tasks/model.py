@@ -22,6 +22,12 @@ class Task:
     setup: str = ""
     canonical_solution: str | None = None
     benchmark: str = "custom"
+    reference_cpu_s: float | None = None  # CPU time of the reference solution, where it is slow
+
+    def cpu_budget(self, timeout_s: float) -> float:
+        """The CPU budget for one sample: the requested timeout, but at least 4x the reference time,
+        so a correct solution is never judged a timeout because the task itself is heavy."""
+        return max(timeout_s, 4 * self.reference_cpu_s) if self.reference_cpu_s else timeout_s
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,68 @@
+"""Baseline table: the three built-in small models, greedy pass@1 on HumanEval and MBPP (test split).
+
+Each cell is one `iterkd eval` run under bench/results/baselines/<model>/<benchmark>/ (committed: samples.jsonl
+for anyone to re-score with `iterkd check`, results.json, and generations.jsonl, which makes the run resumable
+across sessions: rerun this script and finished generations are kept).
+
+    python bench/baselines.py [--models a,b] [--benchmarks humaneval,mbpp] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, save, table  # noqa: E402
+
+MODELS = ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--benchmarks", default="humaneval,mbpp")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--runs", default=str(RESULTS / "baselines"))
+    parser.add_argument("--collect-only", action="store_true", help="Only tabulate finished runs.")
+    args = parser.parse_args()
+
+    iterkd = str(Path(sys.executable).parent / "iterkd")
+    rows, cells = [], []
+    for model in args.models.split(","):
+        for bench in args.benchmarks.split(","):
+            out = Path(args.runs) / model / bench
+            if not args.collect_only:
+                cmd = [iterkd, "eval", "--model", model, "--benchmark", bench, "--out", str(out), "--seed", "0"]
+                if args.limit:
+                    cmd += ["--limit", str(args.limit)]
+                print("$", " ".join(cmd), flush=True)
+                subprocess.run(cmd, check=True)
+            results_path = out / "results.json"
+            if not results_path.exists():
+                continue
+            res = json.loads(results_path.read_text())
+            gen = res.get("generation", {})
+            dest = out / "samples.jsonl"
+            cell = {
+                "model": model,
+                "benchmark": bench,
+                "n_tasks": res["n_tasks"],
+                "pass@1": res["pass_at_k"]["pass@1"],
+                "generation_wall_s": gen.get("wall_seconds"),
+                "completion_tokens": gen.get("total_completion_tokens"),
+                "tokens_per_s": gen.get("tokens_per_second"),
+                "samples": str(dest.relative_to(ROOT)),
+            }
+            cells.append(cell)
+            rows.append([model, bench, res["n_tasks"], f"{100 * cell['pass@1']:.1f}", cell["generation_wall_s"], cell["tokens_per_s"]])
+    print(table(["model", "benchmark", "tasks", "pass@1 %", "gen wall s", "tokens/s"], rows))
+    print(f"wrote {save('baselines', {'settings': 'greedy (temperature 0), seed 0, max_tokens 512, llama.cpp, 1 sample/task', 'cells': cells})}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The generation interface shared by the backends, and ``load_generator``.
+
+A Generator turns chat conversations (lists of ``{"role", "content"}`` messages) into completions, using the
+model's own chat template. Seeds: sample ``j`` of a conversation is drawn with ``sample_seed(params.seed,
+conversation, j)``, a hash of the seed, the conversation's content and ``j`` -- so results do not depend on
+the order or batching of conversations (llama.cpp backend; the transformers backend seeds per batch, see
+``hf.py``). With ``temperature == 0`` decoding is greedy and the ``n`` completions are copies of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from iterkd.errors import UserError
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 0.0
+    top_p: float = 0.95
+    max_tokens: int = 512
+    seed: int = 0
+    stop: list[str] | None = None
+    top_k: int = 0  # 0 = no top-k filtering (same meaning in both backends)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise UserError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise UserError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end of turn or a stop string) or "length" (max_tokens reached)
+
+
+@dataclass
+class GenStats:
+    """Running totals of a generator, for throughput reports."""
+
+    calls: int = 0
+    completions: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Generated (completion) tokens per second of wall time spent in ``chat``."""
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, completions: list[list[Completion]], seconds: float, generated: list[Completion] | None = None) -> None:
+        """Count one ``chat`` call. ``generated``: the completions actually computed (greedy copies of one
+        completion are returned ``n`` times but generated once); default: all of them."""
+        self.calls += 1
+        self.seconds += seconds
+        self.completions += sum(len(row) for row in completions)
+        for c in generated if generated is not None else [c for row in completions for c in row]:
+            self.prompt_tokens += c.prompt_tokens
+            self.completion_tokens += c.completion_tokens
+
+    def as_dict(self) -> dict:
+        return {
+            "calls": self.calls,
+            "completions": self.completions,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "seconds": round(self.seconds, 3),
+            "tokens_per_s": round(self.tokens_per_s, 2),
+        }
+
+
+@runtime_checkable
+class Generator(Protocol):
+    name: str
+    backend: str
+    stats: GenStats
+
+    def chat(self, conversations: list[list[dict]], params: SamplingParams, n: int = 1) -> list[list[Completion]]:
+        """One list per conversation, ``n`` completions each."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class BaseGenerator:
+    """Common plumbing: stats, context manager, argument checks."""
+
+    name: str = ""
+    backend: str = ""
+
+    def __init__(self) -> None:
+        self.stats = GenStats()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        pass
+
+    @staticmethod
+    def _check(conversations, n: int) -> None:
+        if n < 1:
+            raise UserError(f"n must be >= 1, got {n}")
+        for conv in conversations:
+            if not isinstance(conv, list) or not all(isinstance(m, dict) and "role" in m for m in conv):
+                raise TypeError("each conversation must be a list of {'role': ..., 'content': ...} dicts")
+
+
+def sample_seed(seed: int, conversation: list[dict], index: int) -> int:
+    """A 31-bit seed for sample ``index`` of ``conversation`` (stable across runs, orders and batchings)."""
+    blob = json.dumps([seed, index, conversation], sort_keys=True, ensure_ascii=False).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def truncate_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
+    """Cut ``text`` at the first occurrence of any stop string (excluded); return (text, whether cut)."""
+    if not stop:
+        return text, False
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+BACKENDS = ("auto", "llamacpp", "hf")
+_ALIASES = {"llama.cpp": "llamacpp", "llama_cpp": "llamacpp", "llama-cpp": "llamacpp", "transformers": "hf"}
+
+
+def llama_cpp_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def load_generator(model: str, backend: str = "auto", **kw) -> Generator:
+    """Load ``model`` (registry name, .gguf path, HF directory or hub id) with a backend.
+
+    backend: ``"auto"`` (GGUF -> llama.cpp, falling back to transformers if llama-cpp-python is not
+    installed; HF directory / hub id -> transformers), ``"llamacpp"`` or ``"hf"`` (aliases
+    ``"llama.cpp"``, ``"transformers"``). Extra keyword arguments go to the backend's constructor
+    (llama.cpp: n_ctx, n_threads, n_gpu_layers, seed, verbose; transformers: device, dtype, batch_size).
+    """
+    from iterkd.models.registry import resolve
+
+    b = _ALIASES.get(backend.lower(), backend.lower())
+    if b not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose one of: auto, llamacpp, hf")
+    ref = resolve(model)
+    if b == "auto":
+        b = "llamacpp" if ref.is_gguf and llama_cpp_available() else "hf"
+    if b == "llamacpp":
+        if not ref.is_gguf:
+            raise UserError(f"{model}: the llama.cpp backend needs a GGUF file; use --backend hf for this model")
+        from iterkd.models.llamacpp import LlamaCppGenerator
+
+        return LlamaCppGenerator(ref, **kw)
+    from iterkd.models.hf import HFGenerator
+
+    return HFGenerator(ref, **kw)

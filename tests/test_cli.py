@@ -1,0 +1,98 @@
+"""The command line as a user meets it: one clear line and exit 2 for mistakes, light commands stay light."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("torch", "transformers", "llama_cpp")
+
+
+def iterkd(*args, cwd=None, importtime=False):
+    cmd = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "iterkd", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def heavy_imports(stderr: str) -> set[str]:
+    names = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in stderr.splitlines() if line.startswith("import time:")}
+    return names & set(HEAVY)
+
+
+def test_help_explains_every_command():
+    top = iterkd("--help")
+    assert top.returncode == 0
+    for cmd in ("check", "eval", "models"):
+        assert cmd in top.stdout
+    for sub in (["check"], ["eval"], ["models", "list"], ["models", "fetch"]):
+        res = iterkd(*sub, "--help")
+        assert res.returncode == 0 and "Usage" in res.stdout, sub
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (None, "no such file"),
+        (['{"task_id": "HumanEval/0", "solution": "x = 1"}', "{broken"], "samples.jsonl:2: not valid JSON"),
+        (['{"task_id": "HumanEval/999", "solution": "x = 1"}'], "samples.jsonl:1: unknown task id 'HumanEval/999'"),
+        (['{"task_id": "HumanEval/0"}'], "samples.jsonl:1: needs a string 'solution' or 'completion'"),
+        ([], "contains no samples"),
+    ],
+)
+def test_check_rejects_bad_samples_with_one_line(tmp_path, lines, message):
+    samples = tmp_path / "samples.jsonl"
+    if lines is not None:
+        samples.write_text("\n".join(lines) + "\n")
+    res = iterkd("check", "--benchmark", "humaneval", samples, "--out", tmp_path / "out")
+    assert res.returncode == 2
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["check", "s.jsonl", "--benchmark", "apps", "--out", "o"], "unknown benchmark 'apps'"),
+        (["check", "s.jsonl", "--benchmark", "mbpp", "--split", "dev", "--out", "o"], "unknown MBPP split 'dev'"),
+        (["check", "s.jsonl", "--benchmark", "humaneval", "--out", "o", "--workers", "0"], "--workers must be > 0"),
+        (["check", "s.jsonl", "--benchmark", "humaneval", "--out", "o", "--frobnicate"], "No such option"),
+        (["eval", "--model", "no-such-model-xyz", "--benchmark", "humaneval", "--out", "o", "--backend", "tpu"], "unknown --backend"),
+        (["models", "fetch", "gpt-5"], "gpt-5"),
+    ],
+)
+def test_bad_options_exit_2(tmp_path, args, message):
+    res = iterkd(*args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_light_commands_do_not_import_torch(tmp_path):
+    for args in (["--help"], ["models", "list"], ["check", "--help"]):
+        res = iterkd(*args, importtime=True)
+        assert res.returncode == 0, res.stderr[-500:]
+        assert heavy_imports(res.stderr) == set(), args
+
+
+def test_check_scores_and_stays_light(tmp_path):
+    samples = tmp_path / "samples.jsonl"
+    good = "def add(x: int, y: int):\n    return x + y\n"
+    rows = [
+        {"task_id": "HumanEval/53", "solution": good},
+        {"task_id": "HumanEval/53", "solution": "def add(x, y):\n    return x - y\n"},
+        {"task_id": "HumanEval/53", "completion": "    return x + y\n"},
+    ]
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = iterkd("check", "--benchmark", "humaneval", samples, "--out", tmp_path / "out", importtime=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert heavy_imports(res.stderr) == set()
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert doc["benchmark"] == "humaneval" and doc["n_tasks"] == 1 and doc["n_samples"] == 3
+    assert [s["index"] for s in doc["samples"]] == [0, 1, 2]
+    assert [s["passed"] for s in doc["samples"]] == [True, False, True]
+    assert [s["status"] for s in doc["samples"]] == ["passed", "failed", "passed"]
+    assert doc["pass_at_k"] == {"pass@1": pytest.approx(2 / 3)}
+    assert "EXPECTED" in doc["samples"][1]["feedback"]
+    assert "pass@1" in res.stdout
