@@ -33,8 +33,8 @@ def main() -> None:
 
     iterkd = str(Path(sys.executable).parent / "iterkd")
     rows, cells = [], []
-    for model in args.models.split(","):
-        for bench in args.benchmarks.split(","):
+    for bench in args.benchmarks.split(","):
+        for model in args.models.split(","):
             out = Path(args.runs) / model / bench
             if not args.collect_only:
                 cmd = [iterkd, "eval", "--model", model, "--benchmark", bench, "--out", str(out), "--seed", "0"]

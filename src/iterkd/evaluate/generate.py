@@ -27,6 +27,12 @@ class GenerationSettings:
     max_tokens: int
     seed: int
     backend: str
+    prompt_version: str = ""
+
+    def __post_init__(self) -> None:
+        from iterkd.models.prompts import PROMPT_VERSION
+
+        self.prompt_version = self.prompt_version or PROMPT_VERSION
 
 
 def _load_partial(path: Path) -> dict[tuple[str, int], dict]:
