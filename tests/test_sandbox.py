@@ -338,7 +338,10 @@ with Sandbox(workers=2, limits=Limits(timeout_s=0.5)) as sb:
     out["exit0"] = run("import os\\nos._exit(0)\\n").status
     out["loop"] = run("while True:\\n    pass\\n").status
     out["tmp1"] = run("open('/tmp/left', 'w').write('x')\\n").status
-    out["tmp2"] = run("import os\\nL = os.listdir('/tmp')\\n", ["assert L == [os.path.basename(os.getcwd())], L"]).status
+    out["tmp2"] = run("import os\\nL = os.listdir('/tmp')\\nme = os.path.basename(os.getcwd())\\n",
+                      ["assert me in L, L",
+                       # anything else in /tmp is a read-only checkout/venv kept visible (when under /tmp)
+                       "for n in L:\\n    for sub in (os.listdir('/tmp/' + n) if n != me else []):\\n        assert not os.access(f'/tmp/{n}/{sub}', os.W_OK), sub"]).status
     out["daemon"] = run("import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n    time.sleep(60)\\n").status
 print(json.dumps(out))
 """

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from iterkd.errors import UserError
 from iterkd.tasks import Task
+from iterkd.tasks.loaders import read_jsonl
 
 
 @dataclass
@@ -22,29 +23,20 @@ class Sample:
 def read_samples(path: str | Path, tasks: dict[str, Task]) -> list[Sample]:
     """Read and validate a samples file against the benchmark's tasks (errors name file and line)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
     samples: list[Sample] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("task_id"), str):
-                raise UserError(f"{path}:{lineno}: expected an object with a string 'task_id'")
-            task = tasks.get(row["task_id"])
-            if task is None:
-                raise UserError(f"{path}:{lineno}: unknown task id {row['task_id']!r} for this benchmark")
-            if isinstance(row.get("solution"), str):
-                solution = row["solution"]
-            elif isinstance(row.get("completion"), str):
-                solution = task.prompt + row["completion"]
-            else:
-                raise UserError(f"{path}:{lineno}: needs a string 'solution' or 'completion'")
-            samples.append(Sample(len(samples), row["task_id"], solution))
+    for lineno, row in read_jsonl(path):
+        if not isinstance(row.get("task_id"), str):
+            raise UserError(f"{path}:{lineno}: expected an object with a string 'task_id'")
+        task = tasks.get(row["task_id"])
+        if task is None:
+            raise UserError(f"{path}:{lineno}: unknown task id {row['task_id']!r} for this benchmark")
+        if isinstance(row.get("solution"), str):
+            solution = row["solution"]
+        elif isinstance(row.get("completion"), str):
+            solution = task.prompt + row["completion"]
+        else:
+            raise UserError(f"{path}:{lineno}: needs a string 'solution' or 'completion'")
+        samples.append(Sample(len(samples), row["task_id"], solution))
     if not samples:
         raise UserError(f"{path}: contains no samples")
     return samples

@@ -1,17 +1,33 @@
-"""Model backends: the small-model registry, generation backends (llama.cpp, transformers), prompts and
-answer sanitising.
+"""Model backends: the small-model registry, generation backends (llama.cpp, transformers, and the teacher
+client for OpenAI-compatible endpoints), prompts and answer sanitising.
 
-Importing this package is cheap: torch / transformers / llama_cpp are imported only when a backend is
+Importing this package is cheap: torch / transformers / llama_cpp / openai are imported only when a backend is
 loaded (``load_generator``).
 """
 
 from iterkd.models.base import Completion, Generator, GenStats, SamplingParams, load_generator
+from iterkd.models.openai_client import (
+    BudgetExceeded,
+    Ledger,
+    OpenAIChatGenerator,
+    TeacherConfig,
+    TeacherRequestError,
+    Usage,
+    load_teacher,
+)
 from iterkd.models.prompts import PROMPT_VERSION, build_messages
 from iterkd.models.registry import MODELS, ModelRef, ModelSpec, cache_dir, cached_path, fetch, list_models, resolve
 from iterkd.models.sanitize import extract_code, sanitize
 
 __all__ = [
     "MODELS",
+    "BudgetExceeded",
+    "Ledger",
+    "OpenAIChatGenerator",
+    "TeacherConfig",
+    "TeacherRequestError",
+    "Usage",
+    "load_teacher",
     "PROMPT_VERSION",
     "Completion",
     "GenStats",

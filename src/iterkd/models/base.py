@@ -137,7 +137,7 @@ def truncate_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
-BACKENDS = ("auto", "llamacpp", "hf")
+BACKENDS = ("auto", "llamacpp", "hf", "openai")
 _ALIASES = {"llama.cpp": "llamacpp", "llama_cpp": "llamacpp", "llama-cpp": "llamacpp", "transformers": "hf"}
 
 
@@ -147,19 +147,35 @@ def llama_cpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+def _servable(model: str) -> bool:
+    """A registry name or a .gguf path (what the embedded llama.cpp server can serve)."""
+    from iterkd.models.registry import MODELS
+
+    return model.strip().lower() in MODELS or model.strip().lower().endswith(".gguf")
+
+
 def load_generator(model: str, backend: str = "auto", **kw) -> Generator:
     """Load ``model`` (registry name, .gguf path, HF directory or hub id) with a backend.
 
     backend: ``"auto"`` (GGUF -> llama.cpp, falling back to transformers if llama-cpp-python is not
     installed; HF directory / hub id -> transformers), ``"llamacpp"`` or ``"hf"`` (aliases
-    ``"llama.cpp"``, ``"transformers"``). Extra keyword arguments go to the backend's constructor
+    ``"llama.cpp"``, ``"transformers"``), or ``"openai"`` (an OpenAI-compatible endpoint, see
+    ``openai_client.py``: ``model`` is the endpoint's model name and the keyword arguments are
+    ``TeacherConfig`` fields such as base_url; a registry name or .gguf path without base_url is served by an
+    embedded llama.cpp server). Extra keyword arguments go to the backend's constructor
     (llama.cpp: n_ctx, n_threads, n_gpu_layers, seed, verbose; transformers: device, dtype, batch_size).
     """
     from iterkd.models.registry import resolve
 
     b = _ALIASES.get(backend.lower(), backend.lower())
     if b not in BACKENDS:
-        raise UserError(f"unknown backend {backend!r}; choose one of: auto, llamacpp, hf")
+        raise UserError(f"unknown backend {backend!r}; choose one of: auto, llamacpp, hf, openai")
+    if b == "openai":
+        from iterkd.models.openai_client import TeacherConfig, load_teacher
+
+        if "base_url" not in kw and "served_model" not in kw and _servable(model):
+            return load_teacher(TeacherConfig.from_dict({"served_model": model, **kw}))
+        return load_teacher(TeacherConfig.from_dict({"model": model, **kw}))
     ref = resolve(model)
     if b == "auto":
         b = "llamacpp" if ref.is_gguf and llama_cpp_available() else "hf"

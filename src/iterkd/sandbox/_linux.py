@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import sys
 import signal
 import time
 
@@ -194,3 +195,29 @@ def kill_uid(uid: int, rounds: int = 50) -> int:
                 if e.errno not in (errno.ESRCH, errno.EPERM):
                     raise
     return total
+
+
+def interpreter_paths(extra: tuple[str, ...] = ()) -> set[str]:
+    """Real paths the worker interpreter needs to see: its prefixes, its executable's directory, its
+    site-packages and sys.path entries (this package included), plus ``extra``."""
+    import site
+
+    need = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    need.update(p for p in sys.path if p and os.path.isdir(p))
+    try:
+        need.update(p for p in site.getsitepackages() if os.path.isdir(p))
+    except AttributeError:
+        pass
+    need.update(extra)
+    return {os.path.realpath(p) for p in need}
+
+
+def kept_under_tmp(paths) -> list[str]:
+    """The outermost of ``paths`` that lie below /tmp (but not /tmp itself): they must stay visible,
+    read-only, when a private tmpfs covers /tmp (e.g. a checkout or virtualenv under /tmp)."""
+    below = sorted(p for p in paths if p.startswith("/tmp/"))
+    kept: list[str] = []
+    for p in below:
+        if not any(p == k or p.startswith(k + "/") for k in kept):
+            kept.append(p)
+    return kept

@@ -30,6 +30,13 @@ _WORKER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME"
                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def _kept_under_tmp() -> list[str]:
+    """Paths below /tmp the worker needs (checkout, virtualenv), bound back over bwrap's private /tmp."""
+    from ._linux import interpreter_paths, kept_under_tmp
+
+    return kept_under_tmp(interpreter_paths((_SRC_ROOT,)))
+
+
 class SandboxError(RuntimeError):
     """The sandbox cannot be set up (no isolation available, workers fail to start, ...)."""
 
@@ -131,7 +138,9 @@ class Sandbox:
             size = ["--size", str(self.limits.scratch_bytes)]
             cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
                    "--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
-                   "--tmpfs", "/dev/shm", "--chdir", "/tmp", "--", *cmd]
+                   "--tmpfs", "/dev/shm",
+                   *[arg for p in _kept_under_tmp() for arg in ("--ro-bind", p, p)],
+                   "--chdir", "/tmp", "--", *cmd]
         return cmd
 
     def _spawn_many(self, slots: list[int]) -> list[_Worker]:

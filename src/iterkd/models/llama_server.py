@@ -1,0 +1,360 @@
+"""An embedded OpenAI-compatible teacher: llama-cpp-python's server (``llama_cpp.server``) run by iterkd.
+
+``LlamaServer`` starts the server as a child process on 127.0.0.1 and a free port, waits until
+``GET /v1/models`` answers, and stops it again (SIGTERM to its process group, SIGKILL after a grace period)
+when the ``with`` block ends -- normally, on an exception or on Ctrl-C -- and, as a fallback, at interpreter
+exit (``atexit``). The child also watches its parent and exits if the parent disappears (e.g. SIGKILL), so a
+crashed run leaves no server behind.
+
+    with LlamaServer("qwen2.5-coder-1.5b-instruct") as srv:
+        srv.base_url     # "http://127.0.0.1:<port>/v1"
+        srv.model_name   # the name to send as ``model`` (the registry name or the GGUF file's stem)
+
+The model is a registry name (fetched if missing) or a ``.gguf`` path. Settings: ``n_ctx`` 4096, threads =
+CPU count, chat format = the GGUF's own template (``tokenizer.chat_template``; llama-cpp-python's default
+when no ``chat_format`` is given). The server's output goes to ``log_path`` (default: a temporary file,
+deleted after a clean stop); when the server dies or is not ready in time, the ``UserError`` quotes the tail
+of that log.
+
+AMX workaround: ``llama_cpp.server`` has no option for llama.cpp's ``use_extra_bufts`` model parameter, which
+must be off on CPUs with Intel AMX (see ``llamacpp.py``). The child is therefore started as
+``python -m iterkd.models.llama_server`` -- a thin wrapper that sets ``use_extra_bufts = False`` on the
+default model parameters (as ``LlamaCppGenerator`` does) and then runs ``llama_cpp.server``'s own ``main``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from pathlib import Path
+
+from iterkd.errors import UserError
+
+_NO_EXTRA_BUFTS = "--iterkd-no-extra-bufts"
+_PARENT_PID = "--iterkd-parent-pid"
+
+# Servers still running, stopped at interpreter exit if their owner forgot (weak: no leak of stopped ones).
+_LIVE: "weakref.WeakSet[LlamaServer]" = weakref.WeakSet()
+
+
+def _stop_all_at_exit() -> None:
+    for srv in list(_LIVE):
+        try:
+            srv.stop(grace_s=3.0)
+        except Exception:
+            pass
+
+
+atexit.register(_stop_all_at_exit)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now (the OS picks it; a small race with other processes remains)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def tail(path: str | Path | None, lines: int = 20, max_chars: int = 4000) -> str:
+    """The last ``lines`` lines of a text file ('' if unreadable)."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    out = "\n".join(text.rstrip().splitlines()[-lines:])
+    return out[-max_chars:]
+
+
+class LlamaServer:
+    """A ``llama_cpp.server`` child process serving one GGUF model (see the module docstring).
+
+    model: registry name or ``.gguf`` path. port: None = a free port. n_threads: None = ``os.cpu_count()``.
+    extra_bufts: None = off on AMX CPUs, on elsewhere. log_path: None = a temporary file. chat_format: None =
+    the GGUF's template. startup_timeout_s: deadline for ``/v1/models`` to answer. extra_args: more
+    ``llama_cpp.server`` command-line arguments.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        extra_bufts: bool | None = None,
+        chat_format: str | None = None,
+        log_path: str | Path | None = None,
+        startup_timeout_s: float = 300.0,
+        verbose: bool = True,
+        extra_args: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        self.model = str(model)
+        self.host = host
+        self.port = port
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or os.cpu_count() or 1
+        self.extra_bufts = extra_bufts
+        self.chat_format = chat_format
+        self.log_path: Path | None = Path(log_path) if log_path else None
+        self._temp_log = log_path is None
+        self.startup_timeout_s = startup_timeout_s
+        self.verbose = verbose
+        self.extra_args = list(extra_args)
+        self.model_name: str = ""
+        self.model_path: Path | None = None
+        self.proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------------------- properties
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL (``.../v1``)."""
+        return f"{self.url}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        return tail(self.log_path, lines)
+
+    # ----------------------------------------------------------------------------------------- start / stop
+
+    def _resolve_model(self) -> None:
+        from iterkd.models.registry import MODELS, resolve
+
+        text = self.model.strip()
+        if text.lower() in MODELS:
+            ref = resolve(text)
+            self.model_path, self.model_name = ref.path, ref.name
+        else:
+            # A path: passed through unchecked on purpose, so a bad path fails in the server with its log.
+            p = Path(text).expanduser()
+            self.model_path, self.model_name = p, p.stem or text
+
+    def _command(self) -> list[str]:
+        extra_bufts = self.extra_bufts
+        if extra_bufts is None:
+            from iterkd.models.llamacpp import cpu_has_amx
+
+            extra_bufts = not cpu_has_amx()
+        cmd = [
+            sys.executable, "-m", "iterkd.models.llama_server",
+            "--model", str(self.model_path), "--model_alias", self.model_name,
+            "--host", self.host, "--port", str(self.port),
+            "--n_ctx", str(self.n_ctx),
+            "--n_threads", str(self.n_threads), "--n_threads_batch", str(self.n_threads),
+            "--verbose", str(bool(self.verbose)),
+            _PARENT_PID, str(os.getpid()),
+        ]  # fmt: skip
+        if self.chat_format:
+            cmd += ["--chat_format", self.chat_format]
+        if not extra_bufts:
+            cmd.append(_NO_EXTRA_BUFTS)
+        return cmd + self.extra_args
+
+    def start(self) -> "LlamaServer":
+        """Start the server and wait until it answers; raise UserError (with the log's tail) if it does not."""
+        with self._lock:
+            if self.running:
+                return self
+            self._resolve_model()
+            if self.log_path is None:
+                fd, name = tempfile.mkstemp(prefix="iterkd-llama-server-", suffix=".log")
+                os.close(fd)
+                self.log_path = Path(name)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            fixed_port = self.port is not None
+            for attempt in range(3):  # a free port may be taken between our check and the server's bind
+                if not fixed_port:
+                    self.port = free_port(self.host)
+                self._spawn()
+                try:
+                    self._wait_ready()
+                    return self
+                except _PortInUse:
+                    self._kill()
+                    if fixed_port or attempt == 2:
+                        raise UserError(
+                            f"llama.cpp server: port {self.port} on {self.host} is in use; log {self.log_path}:\n"
+                            + self.log_tail()
+                        ) from None
+                except BaseException:
+                    self._kill()
+                    raise
+        return self  # pragma: no cover
+
+    def _spawn(self) -> None:
+        env = dict(os.environ)
+        src = str(Path(__file__).resolve().parents[2])  # so the child imports this iterkd, installed or not
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(self.log_path, "ab") as log:
+            log.write(f"$ {' '.join(self._command())}\n".encode())
+            log.flush()
+            try:
+                self.proc = subprocess.Popen(
+                    self._command(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,  # own process group: Ctrl-C goes to us, we stop it; killpg reaps all
+                )
+            except OSError as e:
+                raise UserError(f"could not start the llama.cpp server ({sys.executable} -m llama_cpp.server): {e}") from e
+        _LIVE.add(self)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        url = f"{self.base_url}/models"
+        delay = 0.1
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                log = self.log_tail()
+                if "address already in use" in log.lower():
+                    raise _PortInUse()
+                raise UserError(
+                    f"the llama.cpp server for {self.model} exited during start-up (exit code {code}); "
+                    f"last lines of its log {self.log_path}:\n{log}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2.0) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                log = self.log_tail()
+                raise UserError(
+                    f"the llama.cpp server for {self.model} did not answer {url} within "
+                    f"{self.startup_timeout_s:g} s; last lines of its log {self.log_path}:\n{log}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)  # the group id is the child's pid (start_new_session)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self._signal(signal.SIGKILL)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - unkillable
+                pass
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM the server's process group, SIGKILL it after ``grace_s``; idempotent."""
+        proc = self.proc
+        if proc is None:
+            return
+        clean = True
+        if proc.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                clean = False
+                self._kill()
+        else:
+            clean = proc.returncode == 0
+        # Anything the server left in its group (it starts no children, but be sure).
+        self._signal(signal.SIGKILL)
+        _LIVE.discard(self)
+        if self._temp_log and clean and self.log_path is not None:
+            try:
+                self.log_path.unlink()
+            except OSError:
+                pass
+
+    close = stop
+
+    def __enter__(self) -> "LlamaServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid} {self.base_url}" if self.running else "stopped"
+        return f"LlamaServer({self.model!r}, {state})"
+
+
+class _PortInUse(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------------- child side
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit when the process that started us is gone (re-parented), so no server outlives a killed run."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=loop, daemon=True, name="iterkd-parent-watch").start()
+
+
+def _serve(argv: list[str]) -> None:
+    """Run ``llama_cpp.server`` with iterkd's extra options removed from ``argv`` and applied."""
+    no_extra_bufts = _NO_EXTRA_BUFTS in argv
+    argv = [a for a in argv if a != _NO_EXTRA_BUFTS]
+    if _PARENT_PID in argv:
+        i = argv.index(_PARENT_PID)
+        _watch_parent(int(argv[i + 1]))
+        del argv[i : i + 2]
+    if no_extra_bufts:
+        import llama_cpp.llama_cpp as low
+
+        orig = low.llama_model_default_params
+
+        def patched():
+            params = orig()
+            if hasattr(params, "use_extra_bufts"):
+                params.use_extra_bufts = False
+            return params
+
+        low.llama_model_default_params = patched
+    from llama_cpp.server.__main__ import main
+
+    sys.argv = ["llama_cpp.server", *argv]
+    main()
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1:])
