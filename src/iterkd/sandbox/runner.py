@@ -161,7 +161,8 @@ class _Subst(ast.NodeTransformer):
 
 
 def _eval(expr, ns, filename, env=None):
-    code = compile(ast.fix_missing_locations(ast.Expression(body=expr)), filename, "eval")
+    # parsed nodes carry their locations (and _Subst copies them), so no fix_missing_locations walk
+    code = compile(ast.Expression(body=expr), filename, "eval")
     return eval(code, ns, env) if env is not None else eval(code, ns)  # noqa: S307
 
 
@@ -176,6 +177,9 @@ def _eval_parts(expr, parts, ns, filename):
         names[id(p)] = f"__iterkd_part{k}__"
     if len(parts) == 1 and parts[0] is expr:
         return vals, vals[0]
+    if (isinstance(expr, ast.Compare) and len(expr.ops) == 1 and len(parts) == 2
+            and parts[0] is expr.left and parts[1] is expr.comparators[0]):
+        return vals, _CMP_OPS[type(expr.ops[0])][0](vals[0], vals[1])  # same semantics as the operator
     whole = _Subst(names).visit(expr)
     return vals, _eval(whole, ns, filename, env)
 
