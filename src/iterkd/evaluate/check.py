@@ -27,15 +27,11 @@ def score_samples(
     """Run every sample against its task's hidden tests; return the results document."""
     from tqdm import tqdm
 
-    from iterkd.sandbox import Job, Limits, Sandbox
+    from iterkd.feedback import job_for
+    from iterkd.sandbox import Limits, Sandbox
 
     limits = Limits() if timeout is None else Limits(timeout_s=timeout)
-    jobs = []
-    for s in samples:
-        task = tasks[s.task_id]
-        budget = task.cpu_budget(limits.timeout_s)
-        own = Limits(timeout_s=budget) if budget != limits.timeout_s else None
-        jobs.append(Job(program=s.solution, tests=task.tests, setup=task.setup, limits=own))
+    jobs = [job_for(tasks[s.task_id], s.solution, limits) for s in samples]
     verdicts: list[dict | None] = [None] * len(jobs)
     start = time.perf_counter()
     with Sandbox(workers=workers, limits=limits) as sandbox:

@@ -13,7 +13,7 @@ crashed run leaves no server behind.
 The model is a registry name (fetched if missing) or a ``.gguf`` path. Settings: ``n_ctx`` 4096, threads =
 CPU count, chat format = the GGUF's own template (``tokenizer.chat_template``; llama-cpp-python's default
 when no ``chat_format`` is given). The server's output goes to ``log_path`` (default: a temporary file,
-deleted after a clean stop); when the server dies or is not ready in time, the ``UserError`` quotes the tail
+deleted by ``stop`` unless the server crashed); when the server dies or is not ready in time, the ``UserError`` quotes the tail
 of that log.
 
 AMX workaround: ``llama_cpp.server`` has no option for llama.cpp's ``use_extra_bufts`` model parameter, which
@@ -274,25 +274,23 @@ class LlamaServer:
             except subprocess.TimeoutExpired:  # pragma: no cover - unkillable
                 pass
 
-    def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM the server's process group, SIGKILL it after ``grace_s``; idempotent."""
+    def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM the server's process group, SIGKILL it after ``grace_s``; idempotent. A temporary log is
+        deleted unless the server had died on its own."""
         proc = self.proc
         if proc is None:
             return
-        clean = True
+        crashed = proc.poll() is not None and proc.returncode != 0  # died on its own: keep its log
         if proc.poll() is None:
             self._signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                clean = False
+            except subprocess.TimeoutExpired:  # uvicorn waits for requests in flight; do not wait for them
                 self._kill()
-        else:
-            clean = proc.returncode == 0
         # Anything the server left in its group (it starts no children, but be sure).
         self._signal(signal.SIGKILL)
         _LIVE.discard(self)
-        if self._temp_log and clean and self.log_path is not None:
+        if self._temp_log and not crashed and self.log_path is not None:
             try:
                 self.log_path.unlink()
             except OSError:

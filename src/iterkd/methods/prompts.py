@@ -1,0 +1,80 @@
+"""Prompts of the distillation methods. The student's text-to-code prompt is the evaluation prompt
+(``iterkd.models.prompts``), so training examples have exactly the shape the student is scored on.
+
+Teacher repair (PERsD; after the PD code's rectification prompt, one user turn)::
+
+    You are a Python expert. A student wrote code for the task below, but it fails a unit test.
+    Rectify the INCORRECT CODE based on the ERROR from unit testing:
+    - fix the logic so that the function solves the task;
+    - stay as close as possible to the student's code, unless it is badly wrong, in which case rewrite it;
+    - reply with the complete corrected function, with the imports it needs, in a single ```python code block.
+
+    TASK:
+    {student prompt}
+
+    INCORRECT CODE:
+    ```python
+    {code}
+    ```
+
+    ERROR:
+    {feedback}
+
+Student refinement (PERsD-refine training and multi-step inference; same text in both)::
+
+    {student prompt}
+
+    Your previous code:
+    ```python
+    {code}
+    ```
+
+    It fails a unit test:
+    {feedback}
+
+    Rectify the code based on the error. Reply with the complete corrected function in a single ```python code block.
+"""
+
+from __future__ import annotations
+
+from iterkd.models.prompts import build_user_prompt
+
+PROMPTS_VERSION = "v1"
+
+TEACHER_REPAIR = (
+    "You are a Python expert. A student wrote code for the task below, but it fails a unit test.\n"
+    "Rectify the INCORRECT CODE based on the ERROR from unit testing:\n"
+    "- fix the logic so that the function solves the task;\n"
+    "- stay as close as possible to the student's code, unless it is badly wrong, in which case rewrite it;\n"
+    "- reply with the complete corrected function, with the imports it needs, in a single ```python code block.\n\n"
+    "TASK:\n{task}\n\nINCORRECT CODE:\n```python\n{code}\n```\n\nERROR:\n{feedback}"
+)
+
+STUDENT_REFINE = (
+    "{task}\n\nYour previous code:\n```python\n{code}\n```\n\nIt fails a unit test:\n{feedback}\n\n"
+    "Rectify the code based on the error. Reply with the complete corrected function in a single ```python code block."
+)
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def direct_messages(task) -> list[dict]:
+    """Text-to-code: the evaluation prompt (used for student attempts and teacher direct answers)."""
+    return user(build_user_prompt(task))
+
+
+def repair_messages(task, code: str, feedback: str) -> list[dict]:
+    """The teacher is asked to repair the student's code, staying close to it."""
+    return user(TEACHER_REPAIR.format(task=build_user_prompt(task), code=code.strip(), feedback=feedback.strip()))
+
+
+def refine_messages(task, code: str, feedback: str) -> list[dict]:
+    """The student is asked to repair its own code (PERsD-refine examples, multi-step inference)."""
+    return user(STUDENT_REFINE.format(task=build_user_prompt(task), code=code.strip(), feedback=feedback.strip()))
+
+
+def code_answer(code: str) -> str:
+    """A training target in the shape the student answers at evaluation: one python code block."""
+    return f"```python\n{code.strip()}\n```"

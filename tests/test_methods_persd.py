@@ -1,0 +1,90 @@
+"""PERsD-family data construction with real parts: a real small model as student and teacher, the real sandbox."""
+
+import json
+
+import pytest
+
+from iterkd.methods import METHODS, build_examples, collect, write_dataset
+from iterkd.methods.decontam import is_contaminated
+from iterkd.methods.prompts import refine_messages, repair_messages
+from iterkd.sandbox import Limits, Sandbox
+from iterkd.tasks import load_mbpp
+
+
+def _rec(task, code, passed, feedback=""):
+    return {"task_id": task.task_id, "code": code, "passed": passed, "status": "passed" if passed else "failed",
+            "feedback": feedback, "prompt_tokens": 10, "completion_tokens": 5}
+
+
+def test_examples_per_method_have_the_documented_shapes():
+    t1, t2, t3 = load_mbpp("train")[:3]
+    attempts = {t1.task_id: _rec(t1, "def a(): return 0", False, "INPUT: a()\nOUTPUT: 0\nEXPECTED: 1"),
+                t2.task_id: _rec(t2, "def b(): return 1", False, "ERROR: NameError"),
+                t3.task_id: _rec(t3, t3.canonical_solution, True)}
+    teacher = {t1.task_id: _rec(t1, "def a(): return 1", True), t2.task_id: _rec(t2, "def b(): return 2", False)}
+    persd = build_examples("persd", [t1, t2, t3], attempts, teacher)
+    assert [e["task_id"] for e in persd] == [t1.task_id]  # only the passing repair of a failed task
+    ex = persd[0]
+    assert ex["prompt"][0]["role"] == "user" and t1.prompt in ex["prompt"][0]["content"]
+    assert ex["completion"] == [{"role": "assistant", "content": "```python\ndef a(): return 1\n```"}]
+    assert ex["student_feedback"].startswith("INPUT: a()") and ex["method"] == "persd" and ex["kind"] == "text-to-code"
+    refine = build_examples("persd-refine", [t1, t2, t3], attempts, teacher)
+    assert len(refine) == 1 and refine[0]["kind"] == "refine"
+    content = refine[0]["prompt"][0]["content"]
+    assert "def a(): return 0" in content and "EXPECTED: 1" in content and t1.prompt in content
+    combine = build_examples("persd-combine", [t1, t2, t3], attempts, teacher)
+    assert sorted(e["kind"] for e in combine) == ["refine", "text-to-code"]
+    stand = build_examples("stand", [t1, t2, t3], None, teacher)
+    assert [e["task_id"] for e in stand] == [t1.task_id] and "student_code" not in stand[0]
+
+
+def test_prompts_carry_code_and_error():
+    task = load_mbpp("train")[0]
+    teacher = repair_messages(task, "def f(x):\n    return x\n", "INPUT: f(1)\nOUTPUT: 1\nEXPECTED: 2")[0]["content"]
+    assert "INCORRECT CODE" in teacher and "stay as close as possible" in teacher and "EXPECTED: 2" in teacher
+    student = refine_messages(task, "def f(x):\n    return x\n", "INPUT: f(1)")[0]["content"]
+    assert "Your previous code" in student and "def f(x)" in student
+
+
+def test_decontamination_catches_benchmark_tasks():
+    test_task = load_mbpp("test")[5]
+    assert is_contaminated(test_task.prompt)
+    from iterkd.methods.decontam import CODE_N, ngrams
+
+    long_solution = next(t.canonical_solution for t in load_mbpp("test") if ngrams(t.canonical_solution, CODE_N))
+    assert is_contaminated(code="# copied\n" + long_solution)
+    assert not is_contaminated("Write a function that returns the number of vowels in a sentence, ignoring y.")
+    train = load_mbpp("train")
+    dropped = sum(is_contaminated(t.prompt, t.canonical_solution) for t in train)
+    assert 0 < dropped < len(train) // 5
+
+
+@pytest.mark.slow
+def test_collect_persd_combine_end_to_end_and_resume(tmp_path):
+    from iterkd.models import SamplingParams, load_generator
+
+    tasks = load_mbpp("train")[:4]
+    model = load_generator("smollm2-135m-instruct")
+    limits = Limits(timeout_s=2)
+    student_params = SamplingParams(temperature=0.3, max_tokens=160, seed=0)
+    teacher_params = SamplingParams(temperature=0.0, max_tokens=160, seed=0)
+    with Sandbox(workers=2, limits=limits) as sb:
+        examples, stats = collect("persd-combine", tasks, model, model, student_params, teacher_params, sb, limits,
+                                  tmp_path / "data", batch_size=2, progress=False)
+        calls = model.stats.calls
+        attempts = [json.loads(l) for l in (tmp_path / "data" / "student_attempts.jsonl").read_text().splitlines()]
+        assert len(attempts) == stats.attempted == 4 - stats.dropped_contaminated
+        assert stats.failed == sum(not a["passed"] for a in attempts)
+        assert all(a["feedback"] for a in attempts if not a["passed"])
+        repairs = [json.loads(l) for l in (tmp_path / "data" / "teacher_repair.jsonl").read_text().splitlines()]
+        assert len(repairs) == stats.teacher_calls == stats.failed
+        assert stats.examples == len(examples) == 2 * (stats.teacher_passed - stats.dropped_generated_contaminated)
+        # a rerun resumes from the stage files: no new model calls, same examples
+        again, stats2 = collect("persd-combine", tasks, model, model, student_params, teacher_params, sb, limits,
+                                tmp_path / "data", batch_size=2, progress=False)
+        assert model.stats.calls == calls and again == examples and stats2 == stats
+    model.close()
+    path = write_dataset(examples, stats, tmp_path / "out", {"teacher": "smollm2"})
+    card = json.loads((tmp_path / "out" / "data_card.json").read_text())
+    assert card["examples"] == len(examples) and card["teacher"] == "smollm2" and path.exists()
+    assert set(METHODS) == {"stand", "inpd", "persd", "persd-refine", "persd-combine"}

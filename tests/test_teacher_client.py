@@ -1,0 +1,404 @@
+"""The teacher client (openai_client.py), its cache (cache.py) and the embedded llama.cpp server
+(llama_server.py).
+
+Real servers only: the llama.cpp tests run ``llama_cpp.server`` with the smallest registry model
+(smollm2-135m-instruct); HTTP error handling runs against a small ``http.server`` in a thread that answers with
+scripted status codes. Skipped when openai or llama-cpp-python is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+pytest.importorskip("openai")
+
+from iterkd.errors import UserError  # noqa: E402
+from iterkd.models import SamplingParams, load_generator  # noqa: E402
+from iterkd.models.cache import CompletionCache, call_key  # noqa: E402
+from iterkd.models.llama_server import LlamaServer, free_port  # noqa: E402
+from iterkd.models.openai_client import (  # noqa: E402
+    DEFAULT_TEACHER,
+    OPENAI_BASE_URL,
+    BudgetExceeded,
+    Ledger,
+    OpenAIChatGenerator,
+    TeacherConfig,
+    TeacherRequestError,
+    load_teacher,
+)
+
+MODEL = "smollm2-135m-instruct"
+has_llama = importlib.util.find_spec("llama_cpp") is not None
+needs_llama = pytest.mark.skipif(not has_llama, reason="llama-cpp-python not installed")
+
+CONVS = [
+    [{"role": "user", "content": "Name a fruit."}],
+    [{"role": "user", "content": "Write a Python function add(a, b)."}],
+    [{"role": "user", "content": "What is 2 + 2?"}],
+]
+GREEDY = SamplingParams(temperature=0.0, max_tokens=8)
+FAST_RETRY = dict(max_retries=2, backoff_base_s=0.05, backoff_max_s=0.2)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not has_llama:
+        pytest.skip("llama-cpp-python not installed")
+    log = tmp_path_factory.mktemp("srv") / "server.log"
+    with LlamaServer(MODEL, log_path=log, startup_timeout_s=120) as srv:
+        yield srv
+
+
+def _teacher(server, tmp_path, name="cache.sqlite", **kw) -> OpenAIChatGenerator:
+    cfg = dict(base_url=server.base_url, model=server.model_name, cache_path=str(tmp_path / name), concurrency=2)
+    cfg.update(kw)
+    gen = OpenAIChatGenerator(TeacherConfig(**cfg))
+    # Same neutral sampling as the embedded server gets (llama_cpp.server defaults to top_k 40 etc.).
+    gen.config.extra_body = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
+    return gen
+
+
+class _Scripted(BaseHTTPRequestHandler):
+    """Answers POST /v1/chat/completions with the next scripted (status, headers, delay) entry; 200 = a valid
+    completion."""
+
+    def do_POST(self):  # noqa: N802
+        srv = self.server
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        with srv.lock:
+            srv.times.append(time.monotonic())
+            srv.bodies.append(body)
+            status, headers, delay = srv.script.pop(0) if srv.script else srv.default
+        if delay:
+            time.sleep(delay)
+        if status == 200:
+            payload = {
+                "id": "x", "object": "chat.completion", "created": 0, "model": body.get("model"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
+            }  # fmt: skip
+        else:
+            payload = {"error": {"message": f"scripted {status}", "type": "test", "code": status}}
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def http():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
+    srv.daemon_threads = True
+    srv.lock = threading.Lock()
+    srv.times, srv.bodies, srv.script, srv.default = [], [], [], (200, {}, 0)
+    srv.base_url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _fake_teacher(http, tmp_path, **kw) -> OpenAIChatGenerator:
+    cfg = dict(base_url=http.base_url, model="fake-model", cache_path=":memory:", concurrency=1, **FAST_RETRY)
+    cfg.update(kw)
+    return OpenAIChatGenerator(TeacherConfig(**cfg))
+
+
+# --------------------------------------------------------------------------------------------- config, cache, ledger
+
+
+def test_config_defaults_and_validation():
+    assert TeacherConfig().served_model == DEFAULT_TEACHER
+    c = TeacherConfig(model="gpt-4o-mini")
+    assert c.base_url == OPENAI_BASE_URL and c.served_model is None
+    assert TeacherConfig(temperature=0.7, top_p=0.9, max_tokens=64, seed=3).sampling() == SamplingParams(0.7, 0.9, 64, 3)
+    bad = [
+        (dict(base_url="http://x/v1", served_model=MODEL), "not both"),
+        (dict(base_url="localhost:8000"), "http"),
+        (dict(base_url="http://x/v1"), "model is required"),
+        (dict(model="m", concurrency=0), "concurrency"),
+        (dict(model="m", temperature=-1), "temperature"),
+        (dict(model="m", budget_usd=0), "budget_usd"),
+        (dict(model="m", price_input_per_mtok=-1), "price_input"),
+        (dict(model="m", timeout_s=0), "timeout_s"),
+        (dict(model="m", max_tokens_param="max_new_tokens"), "max_tokens_param"),
+    ]
+    for kw, msg in bad:
+        with pytest.raises(UserError, match=msg):
+            TeacherConfig(**kw)
+    with pytest.raises(UserError, match="unknown setting.*temprature"):
+        TeacherConfig.from_dict({"model": "m", "temprature": 0.2})
+
+
+def test_missing_api_key_names_the_variable(monkeypatch):
+    monkeypatch.delenv("ITERKD_TEST_KEY", raising=False)
+    with pytest.raises(UserError, match="ITERKD_TEST_KEY"):
+        OpenAIChatGenerator(TeacherConfig(base_url="https://teacher.example/v1", model="m", api_key_env="ITERKD_TEST_KEY",
+                                          cache_path=":memory:"))  # fmt: skip
+    # Local endpoints and api_key_env=None need no key.
+    OpenAIChatGenerator(TeacherConfig(base_url="http://127.0.0.1:9/v1", model="m", api_key_env="ITERKD_TEST_KEY",
+                                      cache_path=":memory:")).close()  # fmt: skip
+    OpenAIChatGenerator(TeacherConfig(base_url="https://teacher.example/v1", model="m", api_key_env=None,
+                                      cache_path=":memory:")).close()  # fmt: skip
+
+
+def test_cache_key_and_store(tmp_path):
+    msgs = [{"role": "user", "content": "hi"}]
+    s = {"temperature": 0.5, "top_p": 1.0, "max_tokens": 8, "seed": 0, "stop": None, "extra_body": {}}
+    k = call_key("m", msgs, s, 0)
+    assert k == call_key("m", [dict(reversed(list(msgs[0].items())))], dict(reversed(list(s.items()))), 0)  # canonical
+    others = {call_key("m2", msgs, s, 0), call_key("m", [{"role": "user", "content": "hi!"}], s, 0),
+              call_key("m", msgs, {**s, "temperature": 0.6}, 0), call_key("m", msgs, s, 1)}  # fmt: skip
+    assert k not in others and len(others) == 4
+    path = tmp_path / "c.sqlite"
+    cache = CompletionCache(path)
+    threads = [
+        threading.Thread(target=lambda i=i: cache.put(f"k{i}", model="m", text=f"t{i}", finish_reason="stop",
+                                                      prompt_tokens=i, completion_tokens=1, cost_usd=0.5))  # fmt: skip
+        for i in range(8)
+    ]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(cache) == 8 and cache.total_cost() == 4.0
+    assert cache.get("k3").text == "t3" and cache.get("nope") is None
+    cache.close()
+    # Committed and readable by another connection; WAL mode.
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 8
+    con.close()
+
+
+def test_ledger_prices_stages_and_cached():
+    led = Ledger(price_input_per_mtok=2.0, price_output_per_mtok=10.0)
+    assert led.add(1_000_000, 100_000, stage="a") == pytest.approx(3.0)
+    led.add(500_000, 0, cached=True, stage="b", cost_usd=1.0)
+    led.add(0, 0, cached=True, stage="b")
+    d = led.as_dict()
+    assert (d["calls"], d["cached"], d["prompt_tokens"], d["cached_prompt_tokens"]) == (1, 2, 1_000_000, 500_000)
+    assert d["cost_usd"] == pytest.approx(3.0) and d["cached_cost_usd"] == pytest.approx(1.0)
+    assert led.spent_usd == pytest.approx(3.0) and led.run_cost_usd == pytest.approx(4.0)
+    assert d["by_stage"]["a"]["calls"] == 1 and d["by_stage"]["b"]["cached"] == 2 and d["by_stage"]["b"]["cost_usd"] == 0
+
+
+# --------------------------------------------------------------------------------------------- scripted HTTP server
+
+
+def test_401_and_404_are_clear_user_errors(http, monkeypatch):
+    monkeypatch.setenv("ITERKD_TEST_KEY", "sk-wrong")
+    http.script = [(401, {}, 0)]
+    with _fake_teacher(http, None, api_key_env="ITERKD_TEST_KEY") as gen:
+        with pytest.raises(UserError, match="401.*ITERKD_TEST_KEY"):
+            gen.chat(CONVS[:1], GREEDY)
+        assert gen.requests_sent == 1  # not retried
+    http.script = [(404, {}, 0)]
+    with _fake_teacher(http, None) as gen:
+        with pytest.raises(UserError, match=f"404 for model 'fake-model' at base URL {http.base_url}"):
+            gen.chat(CONVS[:1], GREEDY)
+        assert gen.requests_sent == 1
+
+
+def test_retries_with_backoff_then_success(http):
+    http.script = [(429, {}, 0), (500, {}, 0), (503, {}, 0)]
+    with _fake_teacher(http, None, max_retries=3, backoff_base_s=0.05, backoff_max_s=1.0) as gen:
+        out = gen.chat(CONVS[:1], GREEDY, n=2)
+        assert [c.text for c in out[0]] == ["ok", "ok"] and out[0][0].prompt_tokens == 10
+        assert (gen.requests_sent, gen.retries, len(http.times)) == (4, 3, 4)
+    gaps = [b - a for a, b in zip(http.times, http.times[1:])]
+    # Waits are drawn from the upper half of 0.05 * 2**attempt: >= 0.025, 0.05, 0.1.
+    for gap, low in zip(gaps, (0.025, 0.05, 0.1)):
+        assert gap >= low * 0.9, gaps
+    body = http.bodies[-1]
+    assert body["model"] == "fake-model" and body["temperature"] == 0 and body["max_tokens"] == 8 and "seed" in body
+
+
+def test_retries_exhausted_and_retry_after_and_timeout(http):
+    http.default = (500, {}, 0)
+    with _fake_teacher(http, None) as gen:
+        with pytest.raises(TeacherRequestError, match=r"failed after 3 attempt\(s\): HTTP 500: .*scripted 500"):
+            gen.chat(CONVS[:1], GREEDY)
+        assert len(http.times) == 3
+    http.times.clear()
+    http.script = [(429, {"Retry-After": "0.3"}, 0)]
+    http.default = (200, {}, 0)
+    with _fake_teacher(http, None) as gen:
+        gen.chat(CONVS[:1], GREEDY)
+    assert http.times[1] - http.times[0] >= 0.2  # Retry-After honoured (capped at backoff_max_s = 0.2)
+    http.default = (200, {}, 1.0)  # slower than the timeout
+    with _fake_teacher(http, None, timeout_s=0.2, max_retries=1) as gen:
+        with pytest.raises(TeacherRequestError, match=r"after 2 attempt\(s\): request timed out"):
+            gen.chat(CONVS[:1], GREEDY)
+
+
+def test_load_generator_openai_backend(http):
+    gen = load_generator("fake-model", backend="openai", base_url=http.base_url, cache_path=":memory:")
+    try:
+        assert isinstance(gen, OpenAIChatGenerator) and gen.backend == "openai" and gen.name == "fake-model"
+        assert gen.chat(CONVS[:2], GREEDY)[1][0].text == "ok"
+    finally:
+        gen.close()
+    with pytest.raises(UserError, match="unknown setting.*n_gpu_layers"):
+        load_generator("fake-model", backend="openai", base_url=http.base_url, n_gpu_layers=3)
+
+
+# --------------------------------------------------------------------------------------------- real llama.cpp server
+
+
+@needs_llama
+def test_server_answers_on_free_port(server):
+    assert server.running and server.host == "127.0.0.1" and server.port > 0
+    import urllib.request
+
+    with urllib.request.urlopen(server.base_url + "/models", timeout=5) as r:
+        ids = [m["id"] for m in json.load(r)["data"]]
+    assert ids == [MODEL]
+
+
+@needs_llama
+def test_parallel_in_order_and_greedy_deterministic(server, tmp_path):
+    with _teacher(server, tmp_path, "a.sqlite", concurrency=3) as gen:
+        batch = gen.chat(CONVS, GREEDY, n=2)
+        assert gen.requests_sent == 3  # greedy: one request per conversation, returned n times
+        assert gen.stats.completions == 6 and gen.stats.completion_tokens > 0
+    with _teacher(server, tmp_path, "b.sqlite", concurrency=1) as gen:  # fresh cache, one at a time, reversed
+        single = [gen.chat([c], GREEDY)[0][0] for c in reversed(CONVS)][::-1]
+    assert [row[0].text for row in batch] == [c.text for c in single]
+    assert all(row[0].text == row[1].text for row in batch)
+    assert len({c.text for c in single}) == 3 and all(c.text for c in single)
+    assert all(c.finish_reason in ("stop", "length") and c.prompt_tokens > 0 for c in single)
+
+
+@needs_llama
+def test_cache_hits_send_nothing_and_survive_the_server(server, tmp_path):
+    sampled = SamplingParams(temperature=0.9, max_tokens=6, seed=1)
+    with _teacher(server, tmp_path) as gen:
+        first = gen.chat(CONVS[:1], GREEDY)
+        assert gen.requests_sent == 1
+        again = gen.chat(CONVS[:1], GREEDY)
+        assert gen.requests_sent == 1 and again[0][0].text == first[0][0].text
+        assert (gen.ledger.total.calls, gen.ledger.total.cached) == (1, 1)
+        gen.chat(CONVS[:1], SamplingParams(temperature=0.0, max_tokens=7))  # other params: miss
+        assert gen.requests_sent == 2
+        s2 = gen.chat(CONVS[:1], sampled, n=2)  # sample indices 0 and 1
+        assert gen.requests_sent == 4
+        s3 = gen.chat(CONVS[:1], sampled, n=3)  # 0 and 1 cached, index 2 new
+        assert gen.requests_sent == 5 and [c.text for c in s3[0][:2]] == [c.text for c in s2[0]]
+    # Another client on the same cache, endpoint down: cached calls still answer, a miss fails.
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    with OpenAIChatGenerator(TeacherConfig(base_url=dead, model=MODEL, cache_path=str(tmp_path / "cache.sqlite"),
+                                           **FAST_RETRY)) as gen:  # fmt: skip
+        gen.config.extra_body = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
+        assert gen.chat(CONVS[:1], GREEDY)[0][0].text == first[0][0].text
+        assert gen.chat(CONVS[:1], sampled, n=3)[0][2].text == s3[0][2].text
+        assert gen.requests_sent == 0 and gen.ledger.total.cached == 4
+        with pytest.raises(TeacherRequestError, match="after 3 attempt.*Connection"):
+            gen.chat(CONVS[1:2], GREEDY)
+
+
+@needs_llama
+def test_cost_stages_budget_and_resume(server, tmp_path):
+    prices = dict(price_input_per_mtok=1000.0, price_output_per_mtok=2000.0)
+    with _teacher(server, tmp_path, concurrency=1, budget_usd=1e-6, **prices) as gen:
+        gen.stage = "persd-repair"
+        with pytest.raises(BudgetExceeded, match="higher budget_usd") as ei:
+            gen.chat(CONVS, GREEDY)
+        assert gen.requests_sent == 1  # the first call was under budget; the next one was not sent
+        u = gen.ledger.total
+        assert u.cost_usd == pytest.approx((u.prompt_tokens * 1000 + u.completion_tokens * 2000) / 1e6) and u.cost_usd > 0
+        assert ei.value.spent_usd == pytest.approx(u.cost_usd)
+        assert gen.ledger.by_stage["persd-repair"].calls == 1
+        paid = u.cost_usd
+    # Same budget again: the cached call counts toward it, nothing is sent.
+    with _teacher(server, tmp_path, concurrency=1, budget_usd=1e-6, **prices) as gen:
+        with pytest.raises(BudgetExceeded):
+            gen.chat(CONVS, GREEDY)
+        assert gen.requests_sent == 0
+    # Higher budget: resumes, never repays the first call.
+    with _teacher(server, tmp_path, concurrency=2, budget_usd=100.0, **prices) as gen:
+        out = gen.chat(CONVS, GREEDY, stage="persd-repair")
+        assert gen.requests_sent == 2 and len(out) == 3
+        d = gen.as_dict()["usage"]
+        assert (d["calls"], d["cached"]) == (2, 1) and d["cached_cost_usd"] == pytest.approx(paid)
+        assert d["by_stage"]["persd-repair"]["calls"] == 2
+        rows = sqlite3.connect(tmp_path / "cache.sqlite").execute("SELECT cost_usd, prompt_tokens FROM calls").fetchall()
+        assert len(rows) == 3 and all(c > 0 and p > 0 for c, p in rows)
+
+
+@needs_llama
+def test_embedded_teacher_starts_and_stops(tmp_path):
+    log = tmp_path / "teacher.log"
+    gen = load_teacher(served_model=MODEL, cache_path=":memory:", server_log=str(log), max_tokens=4, concurrency=1)
+    try:
+        pid = gen.server.pid
+        assert gen.model == MODEL and gen.base_url.startswith("http://127.0.0.1:")
+        assert gen.chat(CONVS[:1])[0][0].completion_tokens <= 4
+        assert "--model_alias " + MODEL in log.read_text()  # the caller's log file gets the server's output
+    finally:
+        gen.close()
+    assert _gone(pid) and gen.server.proc.poll() is not None
+
+
+@needs_llama
+def test_server_gone_after_exception_in_with(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with LlamaServer(MODEL, log_path=tmp_path / "s.log") as srv:
+            pid = srv.pid
+            raise KeyboardInterrupt  # what Ctrl-C raises
+    assert _gone(pid)
+    srv.stop()  # idempotent
+
+
+@needs_llama
+def test_bad_model_path_fails_with_log_tail(tmp_path):
+    bad = tmp_path / "missing.gguf"
+    srv = LlamaServer(bad, log_path=tmp_path / "bad.log", startup_timeout_s=60)
+    with pytest.raises(UserError, match=r"exited during start-up(.|\n)*last lines of its log(.|\n)*missing\.gguf"):
+        srv.start()
+    assert srv.proc.poll() is not None and _gone(srv.pid)
+
+
+def test_stop_kills_after_grace(tmp_path):
+    """A child that ignores SIGTERM is SIGKILLed after the grace period (no model needed)."""
+    import subprocess
+    import sys
+
+    srv = LlamaServer("unused.gguf", log_path=tmp_path / "x.log")
+    srv.proc = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    srv.proc.stdout.readline()
+    t = time.monotonic()
+    srv.stop(grace_s=0.5)
+    assert 0.4 < time.monotonic() - t < 5 and srv.proc.returncode == -signal.SIGKILL and _gone(srv.proc.pid)
