@@ -96,3 +96,34 @@ def test_check_scores_and_stays_light(tmp_path):
     assert doc["pass_at_k"] == {"pass@1": pytest.approx(2 / 3)}
     assert "EXPECTED" in doc["samples"][1]["feedback"]
     assert "pass@1" in res.stdout
+
+
+@pytest.mark.slow
+def test_eval_with_repair_steps_reports_each_step(tmp_path):
+    out = tmp_path / "run"
+    res = iterkd("eval", "--model", "smollm2-135m-instruct", "--benchmark", "mbpp", "--limit", "3",
+                 "--repair-steps", "2", "--max-tokens", "128", "--out", out, "-q")
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert [s["step"] for s in doc["repair_steps"]] == [0, 1, 2]
+    assert doc["repair_steps"][-1]["pass_at_k"] == doc["pass_at_k"]
+    repairs = [json.loads(l) for l in (out / "repairs.jsonl").read_text().splitlines()]
+    # every repair answers a sample that failed its seen test, and quotes that test's feedback
+    assert all(r["step"] in (1, 2) and r["feedback"] for r in repairs)
+    from iterkd.feedback import job_for
+    from iterkd.sandbox import Limits, Sandbox
+    from iterkd.tasks import load_mbpp
+
+    tasks = {t.task_id: t for t in load_mbpp("test")[:3]}
+    step0 = [json.loads(l) for l in (out / "samples.step0.jsonl").read_text().splitlines()]
+    with Sandbox(workers=1) as sb:
+        seen = sb.map([job_for(tasks[r["task_id"]], r["solution"], Limits(), tests=tasks[r["task_id"]].seen_tests) for r in step0])
+    failing_seen = {r["task_id"] for r, v in zip(step0, seen) if not v.passed}
+    assert {r["task_id"] for r in repairs if r["step"] == 1} == failing_seen
+    final = (out / "samples.jsonl").read_text()
+    assert final == (out / "samples.step2.jsonl").read_text()
+    # rerunning resumes: no new repair calls
+    again = iterkd("eval", "--model", "smollm2-135m-instruct", "--benchmark", "mbpp", "--limit", "3",
+                   "--repair-steps", "2", "--max-tokens", "128", "--out", out, "-q")
+    assert again.returncode == 0
+    assert len((out / "repairs.jsonl").read_text().splitlines()) == len(repairs)

@@ -45,7 +45,10 @@ CONVS = [
     [{"role": "user", "content": "Write a Python function add(a, b)."}],
     [{"role": "user", "content": "What is 2 + 2?"}],
 ]
+THREADS = 1
 GREEDY = SamplingParams(temperature=0.0, max_tokens=8)
+# What the embedded server gets automatically (llama_cpp.server's own defaults are top_k 40, min_p 0.05, ...).
+NEUTRAL = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
 FAST_RETRY = dict(max_retries=2, backoff_base_s=0.05, backoff_max_s=0.2)
 
 
@@ -65,17 +68,16 @@ def server(tmp_path_factory):
     if not has_llama:
         pytest.skip("llama-cpp-python not installed")
     log = tmp_path_factory.mktemp("srv") / "server.log"
-    with LlamaServer(MODEL, log_path=log, startup_timeout_s=120) as srv:
+    # One thread: on a machine shared with other CPU-heavy work, llama.cpp's thread barriers stall badly.
+    with LlamaServer(MODEL, log_path=log, startup_timeout_s=120, n_threads=THREADS) as srv:
         yield srv
 
 
 def _teacher(server, tmp_path, name="cache.sqlite", **kw) -> OpenAIChatGenerator:
-    cfg = dict(base_url=server.base_url, model=server.model_name, cache_path=str(tmp_path / name), concurrency=2)
+    cfg = dict(base_url=server.base_url, model=server.model_name, cache_path=str(tmp_path / name), concurrency=2,
+               extra_body=NEUTRAL)  # fmt: skip
     cfg.update(kw)
-    gen = OpenAIChatGenerator(TeacherConfig(**cfg))
-    # Same neutral sampling as the embedded server gets (llama_cpp.server defaults to top_k 40 etc.).
-    gen.config.extra_body = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
-    return gen
+    return OpenAIChatGenerator(TeacherConfig(**cfg))
 
 
 class _Scripted(BaseHTTPRequestHandler):
@@ -266,6 +268,10 @@ def test_load_generator_openai_backend(http):
     try:
         assert isinstance(gen, OpenAIChatGenerator) and gen.backend == "openai" and gen.name == "fake-model"
         assert gen.chat(CONVS[:2], GREEDY)[1][0].text == "ok"
+        out = gen.chat([CONVS[2], CONVS[2]], SamplingParams(temperature=0.5, max_tokens=8), n=2)
+        assert gen.requests_sent == 4 and len(out) == 2 and len(out[1]) == 2  # a repeated conversation: sent once
+        seeds = [b["seed"] for b in http.bodies[-2:]]
+        assert len(set(seeds)) == 2  # sample_seed per index
     finally:
         gen.close()
     with pytest.raises(UserError, match="unknown setting.*n_gpu_layers"):
@@ -317,8 +323,7 @@ def test_cache_hits_send_nothing_and_survive_the_server(server, tmp_path):
     # Another client on the same cache, endpoint down: cached calls still answer, a miss fails.
     dead = f"http://127.0.0.1:{free_port()}/v1"
     with OpenAIChatGenerator(TeacherConfig(base_url=dead, model=MODEL, cache_path=str(tmp_path / "cache.sqlite"),
-                                           **FAST_RETRY)) as gen:  # fmt: skip
-        gen.config.extra_body = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
+                                           extra_body=NEUTRAL, **FAST_RETRY)) as gen:  # fmt: skip
         assert gen.chat(CONVS[:1], GREEDY)[0][0].text == first[0][0].text
         assert gen.chat(CONVS[:1], sampled, n=3)[0][2].text == s3[0][2].text
         assert gen.requests_sent == 0 and gen.ledger.total.cached == 4
@@ -358,7 +363,8 @@ def test_cost_stages_budget_and_resume(server, tmp_path):
 @needs_llama
 def test_embedded_teacher_starts_and_stops(tmp_path):
     log = tmp_path / "teacher.log"
-    gen = load_teacher(served_model=MODEL, cache_path=":memory:", server_log=str(log), max_tokens=4, concurrency=1)
+    gen = load_teacher(served_model=MODEL, cache_path=":memory:", server_log=str(log), max_tokens=4, concurrency=1,
+                       server_threads=THREADS)  # fmt: skip
     try:
         pid = gen.server.pid
         assert gen.model == MODEL and gen.base_url.startswith("http://127.0.0.1:")
@@ -372,7 +378,7 @@ def test_embedded_teacher_starts_and_stops(tmp_path):
 @needs_llama
 def test_server_gone_after_exception_in_with(tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        with LlamaServer(MODEL, log_path=tmp_path / "s.log") as srv:
+        with LlamaServer(MODEL, log_path=tmp_path / "s.log", n_threads=THREADS) as srv:
             pid = srv.pid
             raise KeyboardInterrupt  # what Ctrl-C raises
     assert _gone(pid)

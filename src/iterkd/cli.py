@@ -80,6 +80,7 @@ def eval_(
     seed: int = typer.Option(0, help="Sampling seed; sample i of each task uses seed + i."),
     backend: str = typer.Option("auto", help="auto, llama.cpp or transformers."),
     batch_size: int = typer.Option(8, help="Prompts per generation call (batched on transformers)."),
+    repair_steps: int = typer.Option(0, help="Multi-step inference: let the model repair answers that fail the seen tests, up to N times; pass@1 is reported per step."),
     workers: Optional[int] = typer.Option(None, help="Sandbox workers (default: number of CPUs)."),
     timeout: Optional[float] = typer.Option(None, help="CPU seconds allowed per sample (default 3)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -93,6 +94,7 @@ def eval_(
     for name, value in (("limit", limit), ("n-samples", n_samples), ("max-tokens", max_tokens), ("batch-size", batch_size), ("workers", workers), ("timeout", timeout)):
         _positive(name, value)
     _positive("temperature", temperature, allow_zero=True)
+    _positive("repair-steps", repair_steps, allow_zero=True)
     if not 0 < top_p <= 1:
         raise UserError(f"--top-p must be in (0, 1], got {top_p}")
     if backend not in ("auto", "llama.cpp", "transformers"):
@@ -105,11 +107,34 @@ def eval_(
     began = time.perf_counter()
     stats = generate(tasks, settings, out, batch_size=batch_size, progress=not quiet)
     gen_seconds = time.perf_counter() - began
+    name = _benchmark_name(benchmark)
+    steps = []
+    if repair_steps:
+        from iterkd.evaluate.repair import repair_steps as run_repairs
+        from iterkd.models import SamplingParams, load_generator
+        from iterkd.sandbox import Limits
+
+        first = read_samples(out / "samples.jsonl", by_id)
+        step_files = run_repairs(
+            lambda: load_generator(model, backend=backend), tasks, n_samples, [s.solution for s in first], repair_steps,
+            SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed),
+            Limits() if timeout is None else Limits(timeout_s=timeout), out, workers=workers,
+            batch_size=batch_size, progress=not quiet,
+        )
+        for k, step_file in enumerate(step_files[:-1]):
+            doc = score_samples(name, by_id, read_samples(step_file, by_id), workers=workers, timeout=timeout, progress=False)
+            steps.append({"step": k, "pass_at_k": doc["pass_at_k"], "samples": step_file.name})
+        (out / "samples.jsonl").write_text(step_files[-1].read_text(encoding="utf-8"), encoding="utf-8")
     rows = read_samples(out / "samples.jsonl", by_id)
-    results = score_samples(_benchmark_name(benchmark), by_id, rows, workers=workers, timeout=timeout, progress=not quiet)
+    results = score_samples(name, by_id, rows, workers=workers, timeout=timeout, progress=not quiet)
     results["generation"] = {**stats, "wall_seconds": round(gen_seconds, 2), "settings": settings.__dict__}
+    if repair_steps:
+        steps.append({"step": repair_steps, "pass_at_k": results["pass_at_k"], "samples": f"samples.step{repair_steps}.jsonl"})
+        results["repair_steps"] = steps
     path = write_results(out, results)
     print_table(results)
+    for st in steps:
+        print(f"step {st['step']:<5} pass@1 {100 * st['pass_at_k']['pass@1']:.2f}%")
     if stats["tokens_per_second"]:
         print(f"generation {stats['completion_tokens']} tokens in {stats['seconds']:.1f}s ({stats['tokens_per_second']} tokens/s)")
     print(f"results    {path}")

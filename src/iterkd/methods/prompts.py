@@ -20,24 +20,13 @@ Teacher repair (PERsD; after the PD code's rectification prompt, one user turn):
     ERROR:
     {feedback}
 
-Student refinement (PERsD-refine training and multi-step inference; same text in both)::
-
-    {student prompt}
-
-    Your previous code:
-    ```python
-    {code}
-    ```
-
-    It fails a unit test:
-    {feedback}
-
-    Rectify the code based on the error. Reply with the complete corrected function in a single ```python code block.
+Student refinement (PERsD-refine training and multi-step inference; same text in both): see
+``iterkd.models.prompts.refine_messages``.
 """
 
 from __future__ import annotations
 
-from iterkd.models.prompts import build_user_prompt
+from iterkd.models.prompts import build_user_prompt, refine_messages  # noqa: F401  (student refinement prompt)
 
 PROMPTS_VERSION = "v1"
 
@@ -49,12 +38,6 @@ TEACHER_REPAIR = (
     "- reply with the complete corrected function, with the imports it needs, in a single ```python code block.\n\n"
     "TASK:\n{task}\n\nINCORRECT CODE:\n```python\n{code}\n```\n\nERROR:\n{feedback}"
 )
-
-STUDENT_REFINE = (
-    "{task}\n\nYour previous code:\n```python\n{code}\n```\n\nIt fails a unit test:\n{feedback}\n\n"
-    "Rectify the code based on the error. Reply with the complete corrected function in a single ```python code block."
-)
-
 
 def user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
@@ -68,11 +51,6 @@ def direct_messages(task) -> list[dict]:
 def repair_messages(task, code: str, feedback: str) -> list[dict]:
     """The teacher is asked to repair the student's code, staying close to it."""
     return user(TEACHER_REPAIR.format(task=build_user_prompt(task), code=code.strip(), feedback=feedback.strip()))
-
-
-def refine_messages(task, code: str, feedback: str) -> list[dict]:
-    """The student is asked to repair its own code (PERsD-refine examples, multi-step inference)."""
-    return user(STUDENT_REFINE.format(task=build_user_prompt(task), code=code.strip(), feedback=feedback.strip()))
 
 
 def code_answer(code: str) -> str:

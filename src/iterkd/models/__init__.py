@@ -15,7 +15,7 @@ from iterkd.models.openai_client import (
     Usage,
     load_teacher,
 )
-from iterkd.models.prompts import PROMPT_VERSION, build_messages
+from iterkd.models.prompts import PROMPT_VERSION, build_messages, refine_messages
 from iterkd.models.registry import MODELS, ModelRef, ModelSpec, cache_dir, cached_path, fetch, list_models, resolve
 from iterkd.models.sanitize import extract_code, sanitize
 
@@ -36,6 +36,7 @@ __all__ = [
     "ModelSpec",
     "SamplingParams",
     "build_messages",
+    "refine_messages",
     "cache_dir",
     "cached_path",
     "extract_code",

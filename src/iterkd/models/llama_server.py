@@ -13,8 +13,8 @@ crashed run leaves no server behind.
 The model is a registry name (fetched if missing) or a ``.gguf`` path. Settings: ``n_ctx`` 4096, threads =
 CPU count, chat format = the GGUF's own template (``tokenizer.chat_template``; llama-cpp-python's default
 when no ``chat_format`` is given). The server's output goes to ``log_path`` (default: a temporary file,
-deleted by ``stop`` unless the server crashed); when the server dies or is not ready in time, the ``UserError`` quotes the tail
-of that log.
+deleted by ``stop`` unless the server crashed); when the server dies or is not ready in time, the
+``UserError`` quotes the tail of that log.
 
 AMX workaround: ``llama_cpp.server`` has no option for llama.cpp's ``use_extra_bufts`` model parameter, which
 must be off on CPUs with Intel AMX (see ``llamacpp.py``). The child is therefore started as

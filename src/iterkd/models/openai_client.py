@@ -37,8 +37,9 @@ import os
 import random
 import threading
 import time
+from collections import Counter
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -289,7 +290,6 @@ class _Job:
     seed: int
     result: Completion | None = None
     cached: bool = False
-    rows: list[int] = field(default_factory=list)  # conversation positions that use this job
 
 
 class OpenAIChatGenerator(BaseGenerator):
@@ -305,9 +305,9 @@ class OpenAIChatGenerator(BaseGenerator):
     def __init__(self, config: TeacherConfig | None = None, **overrides) -> None:
         super().__init__()
         if config is None:
-            config = TeacherConfig(**overrides)
+            config = TeacherConfig.from_dict(overrides)
         elif overrides:
-            config = dataclasses.replace(config, **overrides)
+            config = TeacherConfig.from_dict({**dataclasses.asdict(config), **overrides})
         self.config = config
         self.stage: str | None = None
         self.requests_sent = 0
@@ -555,13 +555,14 @@ class OpenAIChatGenerator(BaseGenerator):
                 keys.append(k)
             layout.append(keys)
 
+        uses = Counter(k for keys in layout for k in keys)
         for k, hit in self.cache.get_many(list(jobs)).items():
             job = jobs[k]
             job.result = Completion(hit.text, hit.prompt_tokens, hit.completion_tokens, hit.finish_reason)
             job.cached = True
             # Booked once per use (a conversation given twice in one call: one lookup, two uses), before any
             # request is sent, so that the budget check counts them.
-            for _ in range(sum(row.count(k) for row in layout)):
+            for _ in range(uses[k]):
                 self.ledger.add(hit.prompt_tokens, hit.completion_tokens, cached=True, stage=stage, cost_usd=hit.cost_usd)
         fresh: list[Completion] = []
         misses = [j for j in jobs.values() if not j.cached]

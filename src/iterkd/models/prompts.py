@@ -27,6 +27,20 @@ MBPP (and custom tasks whose prompt is prose) -- one user message::
 
 (again the last paragraph is one line; without seen tests the "Your code should pass these tests:" part and
 its blank line are left out.)
+
+Refinement (multi-step inference, and PERsD-refine training examples) -- one user message::
+
+    {the task's prompt above}
+
+    Your previous code:
+    ```python
+    {code}
+    ```
+
+    It fails a unit test:
+    {feedback}
+
+    Rectify the code based on the error. Reply with the complete corrected function in a single ```python code block.
 '''
 
 from __future__ import annotations
@@ -79,3 +93,15 @@ def build_user_prompt(task) -> str:
 def build_messages(task) -> list[dict]:
     """The chat messages for ``task``: one user message (see the module docstring for the templates)."""
     return [{"role": "user", "content": build_user_prompt(task)}]
+
+
+STUDENT_REFINE = (
+    "{task}\n\nYour previous code:\n```python\n{code}\n```\n\nIt fails a unit test:\n{feedback}\n\n"
+    "Rectify the code based on the error. Reply with the complete corrected function in a single ```python code block."
+)
+
+
+def refine_messages(task, code: str, feedback: str) -> list[dict]:
+    """The student repairs its own code given execution feedback (multi-step inference, PERsD-refine data)."""
+    text = STUDENT_REFINE.format(task=build_user_prompt(task), code=code.strip(), feedback=feedback.strip())
+    return [{"role": "user", "content": text}]
