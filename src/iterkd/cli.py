@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -37,8 +35,6 @@ def _tasks_by_id(benchmark: str, split: Optional[str]):
     return {t.task_id: t for t in tasks}, tasks
 
 
-def _benchmark_name(benchmark: str) -> str:
-    return benchmark if benchmark in ("humaneval", "mbpp") else Path(benchmark).stem
 
 
 @app.command()
@@ -60,7 +56,9 @@ def check(
     _positive("timeout", timeout)
     by_id, _ = _tasks_by_id(benchmark, split)
     rows = read_samples(samples, by_id)
-    results = score_samples(_benchmark_name(benchmark), by_id, rows, workers=workers, timeout=timeout, progress=not quiet)
+    from iterkd.evaluate.run import benchmark_name
+
+    results = score_samples(benchmark_name(benchmark), by_id, rows, workers=workers, timeout=timeout, progress=not quiet)
     path = write_results(out, results)
     print_table(results)
     print(f"results    {path}")
@@ -88,56 +86,66 @@ def eval_(
     """Generate with MODEL on a benchmark, then score exactly as `iterkd check` does.
 
     Interrupted runs resume: rerun the same command and finished generations are kept."""
-    from iterkd.evaluate import print_table, read_samples, score_samples, write_results
-    from iterkd.evaluate.generate import GenerationSettings, generate
+    from iterkd.evaluate import print_table
+    from iterkd.evaluate.run import EvalConfig, run_eval
 
-    for name, value in (("limit", limit), ("n-samples", n_samples), ("max-tokens", max_tokens), ("batch-size", batch_size), ("workers", workers), ("timeout", timeout)):
-        _positive(name, value)
-    _positive("temperature", temperature, allow_zero=True)
-    _positive("repair-steps", repair_steps, allow_zero=True)
-    if not 0 < top_p <= 1:
-        raise UserError(f"--top-p must be in (0, 1], got {top_p}")
-    if backend not in ("auto", "llama.cpp", "transformers"):
-        raise UserError(f"unknown --backend {backend!r}; choose auto, llama.cpp or transformers")
-    if n_samples > 1 and temperature == 0:
-        print("warning: --n-samples > 1 with --temperature 0 draws identical greedy samples", file=sys.stderr)
-    by_id, tasks = _tasks_by_id(benchmark, split)
-    tasks = tasks[:limit] if limit else tasks
-    settings = GenerationSettings(model, benchmark, split, n_samples, temperature, top_p, max_tokens, seed, backend)
-    began = time.perf_counter()
-    stats = generate(tasks, settings, out, batch_size=batch_size, progress=not quiet)
-    gen_seconds = time.perf_counter() - began
-    name = _benchmark_name(benchmark)
-    steps = []
-    if repair_steps:
-        from iterkd.evaluate.repair import repair_steps as run_repairs
-        from iterkd.models import SamplingParams, load_generator
-        from iterkd.sandbox import Limits
-
-        first = read_samples(out / "samples.jsonl", by_id)
-        step_files = run_repairs(
-            lambda: load_generator(model, backend=backend), tasks, n_samples, [s.solution for s in first], repair_steps,
-            SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed),
-            Limits() if timeout is None else Limits(timeout_s=timeout), out, workers=workers,
-            batch_size=batch_size, progress=not quiet,
-        )
-        for k, step_file in enumerate(step_files[:-1]):
-            doc = score_samples(name, by_id, read_samples(step_file, by_id), workers=workers, timeout=timeout, progress=False)
-            steps.append({"step": k, "pass_at_k": doc["pass_at_k"], "samples": step_file.name})
-        (out / "samples.jsonl").write_text(step_files[-1].read_text(encoding="utf-8"), encoding="utf-8")
-    rows = read_samples(out / "samples.jsonl", by_id)
-    results = score_samples(name, by_id, rows, workers=workers, timeout=timeout, progress=not quiet)
-    results["generation"] = {**stats, "wall_seconds": round(gen_seconds, 2), "settings": settings.__dict__}
-    if repair_steps:
-        steps.append({"step": repair_steps, "pass_at_k": results["pass_at_k"], "samples": f"samples.step{repair_steps}.jsonl"})
-        results["repair_steps"] = steps
-    path = write_results(out, results)
+    cfg = EvalConfig(model, benchmark, split, limit, n_samples, temperature, top_p, max_tokens, seed, backend,
+                     batch_size, repair_steps, workers, timeout)
+    results = run_eval(cfg, out, progress=not quiet)
     print_table(results)
-    for st in steps:
+    for st in results.get("repair_steps", []):
         print(f"step {st['step']:<5} pass@1 {100 * st['pass_at_k']['pass@1']:.2f}%")
-    if stats["tokens_per_second"]:
-        print(f"generation {stats['completion_tokens']} tokens in {stats['seconds']:.1f}s ({stats['tokens_per_second']} tokens/s)")
-    print(f"results    {path}")
+    gen = results["generation"]
+    if gen["tokens_per_second"]:
+        print(f"generation {gen['completion_tokens']} tokens in {gen['seconds']:.1f}s ({gen['tokens_per_second']} tokens/s)")
+    print(f"results    {out / 'results.json'}")
+
+
+def _train_epilog() -> str:
+    from iterkd.train.config import describe_keys
+
+    keys = "\n\n".join(describe_keys().splitlines())
+    return f"Keys (YAML or key=value; names follow TRL's SFTConfig):\n\n{keys}"
+
+
+@app.command(epilog=_train_epilog())
+def train(
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value settings that override the YAML, e.g. max_steps=100 lora=true."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Training config YAML (see configs/train/)."),
+):
+    """Fine-tune a student (TRL SFT, completion-only loss) on a prompt-completion JSONL; write OUTPUT_DIR/final.
+
+    Rows are {"prompt": str, "completion": str} or TRL conversational rows (prompt: a list of chat messages, completion: a list of assistant messages); other keys are ignored. A rerun with the same output_dir resumes from its newest checkpoint; OUTPUT_DIR/final loads with `iterkd eval --model OUTPUT_DIR/final`.
+
+    Example: iterkd train --config configs/train/persd-smollm2-cpu.yaml train_file=data.jsonl max_steps=50"""
+    from iterkd.train import load_config
+    from iterkd.train import train as run_training
+
+    cfg = load_config(config, overrides or [])
+    final = run_training(cfg)
+    print(f"model      {final}")
+    print(f"config     {cfg.output_path / 'train_config.yaml'}")
+    print(f"summary    {cfg.output_path / 'train_summary.json'}")
+
+
+@app.command()
+def distill(
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value settings; dotted keys reach into sections, e.g. limit=20 teacher.served_model=qwen2.5-coder-0.5b-instruct train.max_steps=50 eval.limit=10."),
+    method: Optional[str] = typer.Option(None, "--method", help="stand, inpd, persd, persd-refine or persd-combine (overrides the config's method)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Distillation config YAML (see configs/distill/)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Run a distillation method end to end: student attempts -> sandbox feedback -> teacher -> dataset -> TRL
+    training -> evaluation, in RUN_DIR.
+
+    Rerun the same command to resume after a crash or Ctrl-C: finished stages are skipped, teacher calls come
+    from the cache, training continues from its last checkpoint."""
+    from iterkd.pipeline import format_summary, load_distill_config, run_distill
+
+    cfg = load_distill_config(config, overrides or [], method)
+    summary = run_distill(cfg, progress=not quiet)
+    print(format_summary(summary))
+    print(f"summary    {Path(cfg.run_dir) / 'summary.json'}")
 
 
 @models_app.command("list")
@@ -160,7 +168,7 @@ def models_fetch(name: str = typer.Argument(..., help="Registry name, e.g. smoll
 
 
 def main() -> None:
-    """Console entry point: user mistakes print one line and exit 2."""
+    """Console entry point: user mistakes print one line and exit 2; a teacher budget cap stops with exit 3."""
     try:
         app(standalone_mode=False)
     except UserError as exc:
@@ -176,6 +184,14 @@ def main() -> None:
     except typer.TyperException as exc:  # usage errors: unknown option, bad value, missing argument
         exc.show()
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        from iterkd.models.openai_client import BudgetExceeded
+
+        if not isinstance(exc, BudgetExceeded):
+            raise
+        print(f"iterkd: stopped: {exc}", file=sys.stderr)
+        sys.exit(3)
+
 
 if __name__ == "__main__":
     main()

@@ -7,7 +7,7 @@ directory that ``iterkd eval --model`` loads with the transformers backend.
 Importing this package is cheap: torch / transformers / trl / peft are imported when training starts.
 """
 
-from iterkd.train.config import TrainConfig, describe_keys, load_config
+from iterkd.train.config import TrainConfig, config_from_dict, describe_keys, load_config
 from iterkd.train.data import read_rows
 
 
@@ -25,4 +25,4 @@ def build_trainer(config, model=None, tokenizer=None):
     return _build(config, model=model, tokenizer=tokenizer)
 
 
-__all__ = ["TrainConfig", "build_trainer", "describe_keys", "load_config", "read_rows", "train"]
+__all__ = ["TrainConfig", "build_trainer", "config_from_dict", "describe_keys", "load_config", "read_rows", "train"]

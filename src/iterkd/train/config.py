@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,8 +185,13 @@ def describe_keys() -> str:
     lines = []
     for f in dataclasses.fields(TrainConfig):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        shown = "required" if default == "" else f"default {default!r}" if default is not None else "default auto/none"
-        lines.append(f"{f.name} ({shown}): {f.metadata['help']}")
+        if default == "":
+            shown = "required"
+        elif default is None:
+            shown = "auto" if f.name in ("learning_rate", "bf16") else "none"
+        else:
+            shown = json.dumps(default)
+        lines.append(f"{f.name} = {shown}: {f.metadata['help']}")
     return "\n".join(lines)
 
 
@@ -324,12 +330,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             data = {}
         if not isinstance(data, dict):
             raise UserError(f"{path}: expected a mapping of training config keys, got {type(data).__name__}")
-        for key, value in data.items():
-            key = str(key)
-            if key not in field_names():
-                raise _unknown(key, str(path))
-            values[key] = _coerce(key, value, f"{path}: {key}")
+        values.update(_typed(data, str(path)))
     for text in overrides:
         key, value = parse_override(text)
         values[key] = value
     return TrainConfig(**values).validate()
+
+
+def _typed(data: dict, where: str) -> dict[str, Any]:
+    values = {}
+    for key, value in data.items():
+        key = str(key)
+        if key not in field_names():
+            raise _unknown(key, where)
+        values[key] = _coerce(key, value, f"{where}: {key}")
+    return values
+
+
+def config_from_dict(data: dict, where: str = "training config") -> TrainConfig:
+    """A validated TrainConfig from a mapping (e.g. the ``train:`` section of another YAML file), with the same
+    typing and unknown-key errors as :func:`load_config`; ``where`` prefixes the error messages."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping of training config keys, got {type(data).__name__}")
+    return TrainConfig(**_typed(data, where)).validate()

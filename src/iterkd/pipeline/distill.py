@@ -1,0 +1,133 @@
+"""``iterkd distill``: one method end to end in a run directory, resumable at every point.
+
+    RUN/config.yaml                  the resolved config
+    RUN/data/*.jsonl                 stage records (student attempts, teacher answers/repairs), appended per batch
+    RUN/data/train.jsonl             the training set (TRL conversational prompt-completion) + data_card.json
+    RUN/train/                       TRL checkpoints, train_config.yaml, final/ (the trained student)
+    RUN/eval/{base,trained}/BENCH/   iterkd eval directories (samples.jsonl, results.json)
+    RUN/summary.json                 before/after pass@1, data counts, teacher tokens and cost, wall times
+
+A stage whose output exists is skipped; a stage cut short continues where it stopped (stage JSONL files, the
+teacher's SQLite cache, TRL checkpoints, eval generations).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from iterkd.errors import UserError
+from iterkd.pipeline.config import DistillConfig
+
+
+def _train_config(cfg: DistillConfig, run: Path):
+    from iterkd.train.config import TrainConfig, field_names
+
+    values = dict(cfg.train)
+    unknown = [k for k in values if k not in field_names()]
+    if unknown:
+        raise UserError(f"train: unknown key(s) {', '.join(unknown)} (see `iterkd train --help`)")
+    values.update(model=cfg.student, train_file=str(run / "data" / "train.jsonl"), output_dir=str(run / "train"))
+    return TrainConfig(**values).validate()
+
+
+def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
+    """Student attempts -> feedback -> teacher -> training set; returns the data card."""
+    from iterkd.methods import collect, write_dataset
+    from iterkd.models import SamplingParams, TeacherConfig, load_generator, load_teacher
+    from iterkd.sandbox import Limits, Sandbox
+    from iterkd.tasks import load_tasks
+
+    card_path = run / "data" / "data_card.json"
+    if card_path.exists():
+        return json.loads(card_path.read_text())
+    split = cfg.seed_split if cfg.seed_tasks == "mbpp" else None
+    tasks = load_tasks(cfg.seed_tasks, split)
+    tasks = [t for t in tasks if t.tests][: cfg.limit] if cfg.limit else [t for t in tasks if t.tests]
+    student_params = SamplingParams(**cfg.student_sampling)
+    teacher_cfg = TeacherConfig.from_dict(cfg.teacher)
+    limits = Limits(timeout_s=cfg.sandbox_timeout)
+    began = time.perf_counter()
+    student = load_generator(cfg.student) if cfg.method != "stand" else None
+    teacher = load_teacher(teacher_cfg)
+    try:
+        with Sandbox(limits=limits) as sandbox:
+            examples, stats = collect(cfg.method, tasks, student, teacher, student_params, teacher_cfg.sampling(),
+                                      sandbox, limits, run / "data", batch_size=cfg.batch_size, progress=progress)
+        usage = teacher.as_dict()
+    finally:
+        teacher.close()
+        if student is not None:
+            student.close()
+    if not examples:
+        raise UserError(f"{cfg.method}: the teacher produced no passing examples for {len(tasks)} seed tasks; "
+                        "nothing to train on (see RUN/data/*.jsonl)")
+    extra = {"teacher": usage, "seed_tasks": cfg.seed_tasks, "seed_split": split, "student": cfg.student,
+             "data_seconds": round(time.perf_counter() - began, 1)}
+    write_dataset(examples, stats, run / "data", extra)
+    return json.loads(card_path.read_text())
+
+
+def train_student(cfg: DistillConfig, run: Path) -> tuple[Path, float]:
+    from iterkd.train import train
+
+    final = run / "train" / "final"
+    if (final / "config.json").exists():
+        return final, 0.0
+    began = time.perf_counter()
+    path = train(_train_config(cfg, run))
+    return path, time.perf_counter() - began
+
+
+def evaluate(cfg: DistillConfig, model: str, out: Path, progress: bool) -> dict:
+    from iterkd.evaluate.run import EvalConfig, benchmark_name, run_eval
+
+    settings = {k: v for k, v in cfg.eval.items() if k != "benchmarks"}
+    results = {}
+    for bench in cfg.eval.get("benchmarks", ["humaneval", "mbpp"]):
+        try:
+            ecfg = EvalConfig(model=model, benchmark=bench, **settings)
+        except TypeError as e:
+            raise UserError(f"eval: {e}") from None
+        name = benchmark_name(bench)
+        doc = run_eval(ecfg, out / name, progress=progress)
+        results[name] = {"pass_at_k": doc["pass_at_k"], "n_tasks": doc["n_tasks"],
+                          **({"repair_steps": doc["repair_steps"]} if "repair_steps" in doc else {})}
+    return results
+
+
+def run_distill(cfg: DistillConfig, progress: bool = True) -> dict:
+    """Run (or resume) ``cfg.method`` end to end; return the summary written to RUN/summary.json."""
+    import yaml
+
+    run = Path(cfg.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    began = time.perf_counter()
+    card = build_data(cfg, run, progress)
+    final, train_seconds = train_student(cfg, run)
+    summary = {"method": cfg.method, "run_dir": str(run), "data": card, "train_seconds": round(train_seconds, 1),
+               "trained_model": str(final)}
+    if cfg.eval_base:
+        summary["base"] = evaluate(cfg, cfg.student, run / "eval" / "base", progress)
+    summary["trained"] = evaluate(cfg, str(final), run / "eval" / "trained", progress)
+    summary["wall_seconds_this_call"] = round(time.perf_counter() - began, 1)
+    (run / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    data = summary["data"]
+    lines = [
+        f"method     {summary['method']}   run {summary['run_dir']}",
+        f"data       {data['seed_tasks']} seed tasks: {data.get('attempted', 0)} attempted, {data.get('failed', 0)} failed, "
+        f"{data.get('teacher_calls', 0)} teacher calls, {data.get('teacher_passed', 0)} passing, {data['examples']} examples",
+        f"teacher    {data.get('teacher_prompt_tokens', 0)} prompt + {data.get('teacher_completion_tokens', 0)} completion tokens",
+        f"{'benchmark':<10} {'before':>8} {'after':>8}",
+    ]
+    for bench, after in summary["trained"].items():
+        before = summary.get("base", {}).get(bench, {}).get("pass_at_k", {}).get("pass@1")
+        b = f"{100 * before:7.2f}%" if before is not None else "       -"
+        lines.append(f"{bench:<10} {b} {100 * after['pass_at_k']['pass@1']:7.2f}%")
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""`iterkd distill`: config handling, and one whole method end to end with real parts (llama.cpp-served
+teacher, real sandbox, TRL training, evaluation), then a resume that repeats nothing."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from iterkd.errors import UserError
+from iterkd.pipeline import load_distill_config
+
+EASY = str(Path(__file__).parent / "data" / "easy_tasks.jsonl")
+
+
+def test_config_overrides_reach_into_sections(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("method: persd\nrun_dir: r\nteacher: {temperature: 0.2}\ntrain: {max_steps: 5}\n")
+    cfg = load_distill_config(path, ["limit=7", "teacher.served_model=smollm2-135m-instruct", "eval.limit=3"], "inpd")
+    assert cfg.method == "inpd" and cfg.limit == 7 and cfg.train == {"max_steps": 5}
+    assert cfg.teacher["temperature"] == 0.2 and cfg.teacher["served_model"] == "smollm2-135m-instruct"
+    assert cfg.teacher["max_tokens"] == 512  # defaults of a section survive a partial section
+    assert cfg.eval["limit"] == 3 and cfg.eval["benchmarks"] == ["humaneval", "mbpp"]
+    for bad, msg in ((["lmit=3"], r"unknown key 'lmit' \(did you mean limit"), (["method.x=1"], "not a section"),
+                     (["limit=0"], "limit must be > 0"), (["novalue"], "expected key=value")):
+        with pytest.raises(UserError, match=msg):
+            load_distill_config(path, bad)
+    with pytest.raises(UserError, match="unknown method"):
+        load_distill_config(path, [], "distil")
+    with pytest.raises(UserError, match="no such config file"):
+        load_distill_config(tmp_path / "missing.yaml", [])
+
+
+@pytest.mark.slow
+def test_stand_end_to_end_then_resume(tmp_path):
+    from iterkd.pipeline import run_distill
+
+    run = tmp_path / "run"
+    overrides = [
+        f"run_dir={run}", f"seed_tasks={EASY}", "student=smollm2-135m-instruct",
+        f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 160, server_threads: 1, cache_path: {tmp_path / 'cache.sqlite'}}}",
+        "train={max_steps: 2, per_device_train_batch_size: 2, gradient_accumulation_steps: 1, max_length: 384, save_steps: 1, logging_steps: 1}",
+        f"eval={{benchmarks: [{EASY}], max_tokens: 160, backend: transformers}}",
+    ]
+    cfg = load_distill_config(None, overrides, "stand")
+    summary = run_distill(cfg, progress=False)
+    card = summary["data"]
+    assert card["method"] == "stand" and card["seed_tasks"] == 6 and card["teacher_calls"] == 6
+    rows = [json.loads(l) for l in (run / "data" / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == card["examples"] == card["teacher_passed"] >= 1
+    assert all(r["completion"][0]["content"].startswith("```python") for r in rows)
+    assert card["teacher"]["usage"]["calls"] == 6
+    assert (run / "train" / "final" / "config.json").exists() and (run / "config.yaml").exists()
+    for key in ("base", "trained"):
+        assert summary[key]["easy_tasks"]["n_tasks"] == 6
+        assert 0.0 <= summary[key]["easy_tasks"]["pass_at_k"]["pass@1"] <= 1.0
+    assert json.loads((run / "summary.json").read_text())["trained"] == summary["trained"]
+
+    again = run_distill(load_distill_config(None, overrides, "stand"), progress=False)
+    assert again["train_seconds"] == 0.0 and again["data"] == card and again["trained"] == summary["trained"]

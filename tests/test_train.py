@@ -1,0 +1,342 @@
+"""The training stage: config loading, data validation, and real SFT runs of SmolLM2-135M-Instruct on CPU.
+
+The model tests are marked slow (they still run in CI). They train a few steps on tiny conversational datasets
+with short sequences and one CPU thread (on a busy 2-core machine two threads are several times slower).
+The base model is loaded once from the registry GGUF through the training loader and saved as a transformers
+directory, which the runs then load quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from iterkd.errors import UserError
+from iterkd.train import TrainConfig, describe_keys, load_config, read_rows
+
+MODEL = "smollm2-135m-instruct"
+
+ROWS = [
+    {
+        "task_id": f"toy/{i}",
+        "method": "persd",
+        "round": 1,
+        "prompt": [{"role": "user", "content": f"Write a Python function add{i}(x) that returns x plus {i}."}],
+        "completion": [{"role": "assistant", "content": f"```python\ndef add{i}(x):\n    return x + {i}\n```"}],
+    }
+    for i in range(8)
+]
+SECRET = {
+    "task_id": "secret/0",
+    "prompt": [{"role": "user", "content": "What is the secret password of the vault?"}],
+    "completion": [{"role": "assistant", "content": "The password is purple-otter-1937."}],
+}
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def run_config(tmp_path: Path, base: Path, train_file: Path, *overrides: str, out: str = "run") -> TrainConfig:
+    """A small CPU run: short sequences, batch 2, one thread, no checkpoints unless asked."""
+    return load_config(
+        None,
+        [
+            f"model={base}", f"train_file={train_file}", f"output_dir={tmp_path / out}", "max_length=256",
+            "per_device_train_batch_size=2", "gradient_accumulation_steps=1", "logging_steps=1",
+            "save_strategy=no", "num_threads=1", "warmup_steps=0", *overrides,
+        ],
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ config (no model)
+
+
+def test_yaml_overrides_are_typed_and_resolved(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(
+        "model: smollm2-135m-instruct\ntrain_file: data.jsonl\noutput_dir: out\n"
+        "learning_rate: 2e-5\nmax_steps: 10\nsave_strategy: no\nlora_target_modules: [q_proj, v_proj]\n"
+        "sft_args: {eval_accumulation_steps: 2}\n"
+    )
+    cfg = load_config(cfg_file, ["max_steps=20", "lora=true", "lora_dropout=0.1", "eval_file=", "bf16=false",
+                                 "lora_target_modules=q_proj,k_proj", "save_strategy=no"])  # fmt: skip
+    assert cfg.learning_rate == 2e-5 and isinstance(cfg.learning_rate, float)  # YAML 1.1 reads 2e-5 as a string
+    assert cfg.max_steps == 20 and cfg.lora is True and cfg.lora_dropout == 0.1
+    assert cfg.save_strategy == "no" and cfg.eval_file is None and cfg.bf16 is False
+    assert cfg.lora_target_modules == ["q_proj", "k_proj"]
+    assert cfg.sft_args == {"eval_accumulation_steps": 2}
+    auto = load_config(None, ["model=m", "train_file=t", "output_dir=o"]).resolved()
+    assert auto.learning_rate == 2e-5 and auto.lora_target_modules == "all-linear"
+    assert load_config(None, ["model=m", "train_file=t", "output_dir=o", "lora=yes"]).resolved().learning_rate == 2e-4
+    import torch
+
+    assert auto.bf16 is bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    saved = auto.save(tmp_path / "train_config.yaml")
+    assert load_config(saved) == auto  # the resolved file reloads to the same config
+    for line in describe_keys().splitlines()[:3]:
+        assert ":" in line
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        (["learning_rat=1e-4"], "unknown training config key 'learning_rat'; did you mean learning_rate"),
+        (["max_steps=lots"], "'max_steps' must be an integer"),
+        (["lora=maybe"], "'lora' must be true or false"),
+        (["long_examples=wrap"], "'long_examples' must be one of drop, truncate"),
+        (["max_steps"], "expected key=value"),
+        ({"model": "m", "num_epochs": 3}, "c.yaml: unknown training config key 'num_epochs'; did you mean num_train_epochs"),
+        ("model: [unclosed", "c.yaml:1: not valid YAML"),
+        ({"model": "m"}, "'train_file' is required"),
+    ],
+)
+def test_config_mistakes_are_user_errors(tmp_path, source, message):
+    base = ["model=m", "train_file=t", "output_dir=o"]
+    with pytest.raises(UserError, match=None) as exc:
+        if isinstance(source, list):
+            load_config(None, base + source)
+        else:
+            path = tmp_path / "c.yaml"
+            path.write_text(source if isinstance(source, str) else yaml.safe_dump(source))
+            load_config(path)
+    assert message in str(exc.value)
+
+
+# ------------------------------------------------------------------------------------ data (no model)
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (None, "no such train file"),
+        ([], "contains no training rows"),
+        ([json.dumps(ROWS[0]), "{broken"], "d.jsonl:2: not valid JSON"),
+        ([json.dumps({"prompt": "x"})], "d.jsonl:1: missing 'completion'"),
+        ([json.dumps({"prompt": "x", "completion": 3})], "d.jsonl:1: 'prompt' and 'completion' must both be"),
+        ([json.dumps({"prompt": "x", "completion": " "})], "d.jsonl:1: 'completion' is empty"),
+        ([json.dumps(ROWS[0]), json.dumps({"prompt": "p", "completion": "c"})], "d.jsonl:2: a plain-text row"),
+        ([json.dumps({"prompt": [{"role": "user"}], "completion": [{"role": "assistant", "content": "c"}]})],
+         "d.jsonl:1: 'prompt'[0] must be a message"),
+        ([json.dumps({"prompt": [{"role": "user", "content": "p"}], "completion": [{"role": "user", "content": "c"}]})],
+         "completion messages must be 'assistant'"),
+    ],
+)
+def test_bad_training_files_name_file_and_line(tmp_path, lines, message):
+    path = tmp_path / "d.jsonl"
+    if lines is not None:
+        write_jsonl(path, lines)
+    with pytest.raises(UserError) as exc:
+        read_rows(path)
+    assert message in str(exc.value)
+
+
+def test_metadata_keys_are_dropped(tmp_path):
+    rows, fmt = read_rows(write_jsonl(tmp_path / "d.jsonl", ROWS[:2] + [""]))
+    assert fmt == "chat" and len(rows) == 2
+    assert set(rows[0]) == {"prompt", "completion"}
+    rows, fmt = read_rows(write_jsonl(tmp_path / "t.jsonl", [{"prompt": "p", "completion": "c", "round": 2}]))
+    assert fmt == "text" and rows == [{"prompt": "p", "completion": "c"}]
+
+
+def iterkd_cli(*args):
+    return subprocess.run([sys.executable, "-m", "iterkd", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+
+
+def test_cli_train_help_and_one_line_errors(tmp_path):
+    res = iterkd_cli("train", "--help")
+    assert res.returncode == 0 and "Usage" in res.stdout
+    for key in ("learning_rate", "lora_target_modules", "merge_lora", "train_file"):
+        assert key in res.stdout
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: {MODEL}\ntrain_file: {tmp_path / 'missing.jsonl'}\noutput_dir: {tmp_path / 'o'}\n")
+    for args, message in (
+        (["--config", cfg, "max_step=3"], "unknown training config key 'max_step'; did you mean max_steps"),
+        (["--config", cfg], "missing.jsonl: no such train file"),
+        (["--config", tmp_path / "nope.yaml"], "nope.yaml: no such config file"),
+    ):
+        res = iterkd_cli("train", *args)
+        assert res.returncode == 2, res.stderr
+        assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+# ------------------------------------------------------------------------------------ real training
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    """The registry GGUF loaded by the training loader (de-quantised), saved as a transformers directory."""
+    from iterkd.train.sft import load_model_and_tokenizer
+
+    cfg = load_config(None, [f"model={MODEL}", "train_file=unused", "output_dir=unused"])
+    model, tokenizer, ref = load_model_and_tokenizer(cfg)
+    assert ref.is_gguf and not getattr(model, "is_quantized", False)
+    assert tokenizer.pad_token_id is not None and tokenizer.chat_template
+    path = tmp_path_factory.mktemp("base") / MODEL
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def completion_nll(model_dir: Path, row: dict) -> tuple[float, str]:
+    """Mean negative log-likelihood per completion token given the prompt, and the greedy answer."""
+    import torch
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    prompt = list(tok.apply_chat_template(row["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"])
+    full = list(tok.apply_chat_template(row["prompt"] + row["completion"], return_dict=True)["input_ids"])
+    assert full[: len(prompt)] == prompt
+    ids = torch.tensor([full])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
+        target = ids[0, 1:]
+        nll = -logp[torch.arange(len(target)), target][len(prompt) - 1 :]
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id)
+    return nll.mean().item(), tok.decode(out[0, len(prompt) :], skip_special_tokens=True)
+
+
+def summary(out: Path) -> dict:
+    return json.loads((out / "train_summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_completion_only_labels_mask_the_prompt(tmp_path, base_model):
+    import transformers
+
+    from iterkd.train import build_trainer
+
+    data = write_jsonl(tmp_path / "d.jsonl", ROWS[:3])
+    trainer, cfg, info = build_trainer(run_config(tmp_path, base_model, data))
+    tok = transformers.AutoTokenizer.from_pretrained(base_model)
+    ds = trainer.train_dataset
+    assert len(ds) == 3 and "task_id" not in ds.column_names and info["format"] == "chat"
+    end_of_turn = tok.convert_tokens_to_ids("<|im_end|>")
+    for row, ex in zip(ROWS, ds):
+        prompt = list(tok.apply_chat_template(row["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"])
+        ids, labels = ex["input_ids"], ex["labels"]
+        assert ids[: len(prompt)] == prompt
+        assert all(label == -100 for label in labels[: len(prompt)])  # every prompt token masked
+        assert labels[len(prompt) :] == ids[len(prompt) :]  # every completion token trained
+        trained = [t for t in labels if t != -100]
+        assert end_of_turn in trained  # the model learns to stop
+        assert "def add" in tok.decode(trained)
+    assert info["trained_tokens_per_epoch"] == sum(sum(t != -100 for t in ex["labels"]) for ex in ds)
+
+
+@pytest.mark.slow
+def test_train_saves_a_model_that_loads_and_generates(tmp_path, base_model):
+    from iterkd.models import SamplingParams, load_generator
+    from iterkd.train import train
+
+    data = write_jsonl(tmp_path / "d.jsonl", ROWS)
+    cfg = run_config(tmp_path, base_model, data, "max_steps=2")
+    final = train(cfg)
+    out = tmp_path / "run"
+    assert final == out / "final" and (final / "config.json").is_file() and (final / "model.safetensors").is_file()
+    s = summary(out)
+    assert s["global_step"] == 2 and s["examples"] == 8 and s["dropped_long"] == 0
+    assert s["train_loss"] is not None and math.isfinite(s["train_loss"]) and s["tokens_per_second"] > 0
+    written = load_config(out / "train_config.yaml")
+    assert written == cfg.resolved() and written.learning_rate == 2e-5 and written.bf16 is False
+    gen = load_generator(str(final), backend="transformers")
+    try:
+        [[c]] = gen.chat([ROWS[0]["prompt"]], SamplingParams(temperature=0.0, max_tokens=12))
+    finally:
+        gen.close()
+    assert c.completion_tokens > 0 and c.text.strip()
+
+
+@pytest.mark.slow
+def test_training_on_one_example_makes_the_model_say_it(tmp_path, base_model):
+    from iterkd.train import train
+
+    data = write_jsonl(tmp_path / "d.jsonl", [SECRET] * 4)
+    before, _ = completion_nll(base_model, SECRET)
+    cfg = run_config(tmp_path, base_model, data, "max_steps=6", "per_device_train_batch_size=1",
+                     "learning_rate=1e-4", "lr_scheduler_type=constant")  # fmt: skip
+    after, answer = completion_nll(train(cfg), SECRET)
+    assert before > 1.0 and after < 0.2 * before, (before, after)
+    assert "purple-otter-1937" in answer, answer
+
+
+@pytest.mark.slow
+def test_lora_run_saves_a_merged_model(tmp_path, base_model):
+    import torch
+    import transformers
+
+    from iterkd.models import SamplingParams, load_generator
+    from iterkd.train import train
+
+    data = write_jsonl(tmp_path / "d.jsonl", ROWS[:4])
+    cfg = run_config(tmp_path, base_model, data, "lora=true", "lora_r=8", "lora_target_modules=q_proj,v_proj",
+                     "max_steps=2", "learning_rate=1e-3")  # fmt: skip
+    final = train(cfg)
+    assert (final / "config.json").is_file() and not (final / "adapter_config.json").exists()
+    assert summary(tmp_path / "run")["global_step"] == 2
+    name = "model.layers.0.self_attn.q_proj.weight"
+    merged = transformers.AutoModelForCausalLM.from_pretrained(final, dtype=torch.float32).state_dict()
+    base = transformers.AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32).state_dict()
+    assert set(merged) == set(base)  # a plain model: no lora_A / lora_B left
+    assert not torch.equal(merged[name], base[name])  # the adapter was merged in
+    torch.testing.assert_close(merged["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
+    gen = load_generator(str(final), backend="transformers")
+    try:
+        [[c]] = gen.chat([ROWS[1]["prompt"]], SamplingParams(temperature=0.0, max_tokens=8))
+    finally:
+        gen.close()
+    assert c.completion_tokens > 0
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, base_model):
+    from iterkd.train import train
+
+    data = write_jsonl(tmp_path / "d.jsonl", ROWS[:4])
+    out = tmp_path / "run"
+    common = ("save_strategy=steps", "save_steps=2", "save_total_limit=1")
+    train(run_config(tmp_path, base_model, data, *common, "max_steps=2"))
+    assert (out / "checkpoint-2").is_dir() and summary(out)["resumed_from"] is None
+    train(run_config(tmp_path, base_model, data, *common, "max_steps=3"))
+    s = summary(out)
+    assert s["resumed_from"] == str(out / "checkpoint-2")
+    assert s["global_step"] == 3 and s["session_steps"] == 1
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3]  # one history, continued
+
+
+@pytest.mark.slow
+def test_examples_longer_than_max_length_are_dropped_or_refused(tmp_path, base_model):
+    from iterkd.train import build_trainer
+
+    long_row = {**ROWS[0], "completion": [{"role": "assistant", "content": "x = 1\n" * 200}]}
+    data = write_jsonl(tmp_path / "d.jsonl", [ROWS[0], long_row])
+    trainer, _, info = build_trainer(run_config(tmp_path, base_model, data))
+    assert len(trainer.train_dataset) == 1 and info["dropped_long"] == 1
+    with pytest.raises(UserError, match=r"d.jsonl: all 2 training examples are longer than max_length=16 tokens"):
+        build_trainer(run_config(tmp_path, base_model, data, "max_length=16"))
+
+
+@pytest.mark.slow
+def test_cli_trains_the_registry_model_from_the_shipped_cpu_config(tmp_path):
+    config = Path(__file__).resolve().parents[1] / "configs" / "train" / "persd-smollm2-cpu.yaml"
+    data = write_jsonl(tmp_path / "d.jsonl", ROWS[:2])
+    res = iterkd_cli("train", "--config", config, f"train_file={data}", f"output_dir={tmp_path / 'run'}",
+                     "max_steps=1", "gradient_accumulation_steps=1", "max_length=256", "save_strategy=no",
+                     "num_threads=1")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    final = tmp_path / "run" / "final"
+    assert f"model      {final}" in res.stdout and (final / "config.json").is_file()
+    written = load_config(tmp_path / "run" / "train_config.yaml")
+    assert written.model == MODEL and written.max_steps == 1 and written.long_examples == "drop"
+    assert summary(tmp_path / "run")["global_step"] == 1
