@@ -235,18 +235,38 @@ def test_completion_only_labels_mask_the_prompt(tmp_path, base_model):
 
 
 @pytest.mark.slow
+def test_plain_text_rows_train_the_completion_and_eos_only(tmp_path, base_model):
+    import transformers
+
+    from iterkd.train import build_trainer
+
+    rows = [{"prompt": "def square(x):", "completion": "\n    return x * x\n", "task_id": "sq"}]  # token boundary
+    trainer, _, info = build_trainer(run_config(tmp_path, base_model, write_jsonl(tmp_path / "t.jsonl", rows)))
+    tok = transformers.AutoTokenizer.from_pretrained(base_model)
+    [ex] = trainer.train_dataset
+    prompt = tok(rows[0]["prompt"])["input_ids"]
+    assert info["format"] == "text" and ex["input_ids"][: len(prompt)] == prompt
+    assert all(label == -100 for label in ex["labels"][: len(prompt)])
+    trained = [t for t in ex["labels"] if t != -100]
+    assert trained[-1] == tok.eos_token_id and tok.decode(trained[:-1]) == rows[0]["completion"]
+
+
+@pytest.mark.slow
 def test_train_saves_a_model_that_loads_and_generates(tmp_path, base_model):
     from iterkd.models import SamplingParams, load_generator
     from iterkd.train import train
 
     data = write_jsonl(tmp_path / "d.jsonl", ROWS)
-    cfg = run_config(tmp_path, base_model, data, "max_steps=2")
+    held_out = write_jsonl(tmp_path / "e.jsonl", [SECRET, ROWS[0]])
+    cfg = run_config(tmp_path, base_model, data, "max_steps=2", f"eval_file={held_out}", "eval_strategy=steps",
+                     "eval_steps=2")  # fmt: skip
     final = train(cfg)
     out = tmp_path / "run"
     assert final == out / "final" and (final / "config.json").is_file() and (final / "model.safetensors").is_file()
     s = summary(out)
     assert s["global_step"] == 2 and s["examples"] == 8 and s["dropped_long"] == 0
     assert s["train_loss"] is not None and math.isfinite(s["train_loss"]) and s["tokens_per_second"] > 0
+    assert s["eval_examples"] == 2 and math.isfinite(s["eval_loss"])
     written = load_config(out / "train_config.yaml")
     assert written == cfg.resolved() and written.learning_rate == 2e-5 and written.bf16 is False
     gen = load_generator(str(final), backend="transformers")

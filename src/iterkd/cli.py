@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 
 from iterkd.errors import UserError
@@ -50,15 +51,31 @@ def check(
     """Execute SAMPLES against the benchmark's hidden tests in the sandbox; write OUT/results.json.
 
     Exits 0 whenever the evaluation completed, whatever the samples scored."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from iterkd.evaluate import print_table, read_samples, score_samples, write_results
+    from iterkd.evaluate.run import benchmark_name
+    from iterkd.sandbox import Limits, Sandbox
 
     _positive("workers", workers)
     _positive("timeout", timeout)
-    by_id, _ = _tasks_by_id(benchmark, split)
-    rows = read_samples(samples, by_id)
-    from iterkd.evaluate.run import benchmark_name
+    limits = Limits() if timeout is None else Limits(timeout_s=timeout)
+    def load():
+        by_id, _ = _tasks_by_id(benchmark, split)
+        return by_id, read_samples(samples, by_id)
 
-    results = score_samples(benchmark_name(benchmark), by_id, rows, workers=workers, timeout=timeout, progress=not quiet)
+    # the files load in a thread while the sandbox workers boot (workers must be started by this thread:
+    # they die with the thread that started them)
+    with ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(load)
+        sandbox = Sandbox(workers=workers, limits=limits)
+        try:
+            by_id, rows = loading.result()
+        except BaseException:
+            sandbox.close()
+            raise
+    with sandbox:
+        results = score_samples(benchmark_name(benchmark), by_id, rows, progress=not quiet, sandbox=sandbox)
     path = write_results(out, results)
     print_table(results)
     print(f"results    {path}")
@@ -177,16 +194,20 @@ def main() -> None:
     except KeyboardInterrupt:
         print("iterkd: interrupted (rerun the same command to resume)", file=sys.stderr)
         sys.exit(130)
-    except typer.Exit as exc:
+    except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except click.Abort:
         sys.exit(130)
-    except typer.TyperException as exc:  # usage errors: unknown option, bad value, missing argument
+    except click.ClickException as exc:  # usage errors: unknown option, bad value, missing argument
         exc.show()
         sys.exit(exc.exit_code)
     except Exception as exc:
         from iterkd.models.openai_client import BudgetExceeded
+        from iterkd.sandbox.pool import SandboxError
 
+        if isinstance(exc, SandboxError):  # e.g. neither root nor bubblewrap: nothing safe to run code in
+            print(f"iterkd: error: sandbox: {exc}", file=sys.stderr)
+            sys.exit(2)
         if not isinstance(exc, BudgetExceeded):
             raise
         print(f"iterkd: stopped: {exc}", file=sys.stderr)

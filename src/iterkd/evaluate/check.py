@@ -23,23 +23,30 @@ def score_samples(
     workers: int | None = None,
     timeout: float | None = None,
     progress: bool = True,
+    sandbox=None,
 ) -> dict:
-    """Run every sample against its task's hidden tests; return the results document."""
+    """Run every sample against its task's hidden tests; return the results document. ``sandbox``: an open
+    ``Sandbox`` to use (its limits apply); by default one is started and closed here."""
     from tqdm import tqdm
 
     from iterkd.feedback import job_for
     from iterkd.sandbox import Limits, Sandbox
 
-    limits = Limits() if timeout is None else Limits(timeout_s=timeout)
-    jobs = [job_for(tasks[s.task_id], s.solution, limits) for s in samples]
+    own = sandbox is None
+    if own:
+        sandbox = Sandbox(workers=workers, limits=Limits() if timeout is None else Limits(timeout_s=timeout))
+    jobs = [job_for(tasks[s.task_id], s.solution, sandbox.limits) for s in samples]
     verdicts: list[dict | None] = [None] * len(jobs)
     start = time.perf_counter()
-    with Sandbox(workers=workers, limits=limits) as sandbox:
+    try:
         bar = tqdm(total=len(jobs), desc="executing", unit="sample", disable=not progress, leave=False)
         for i, result in sandbox.imap(jobs):
             verdicts[i] = result.to_dict()
             bar.update()
         bar.close()
+    finally:
+        if own:
+            sandbox.close()
     elapsed = time.perf_counter() - start
     rows = []
     counts: dict[str, list[int]] = {}

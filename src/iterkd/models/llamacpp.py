@@ -105,7 +105,7 @@ class LlamaCppGenerator(BaseGenerator):
                 self._llm = llama_cpp.Llama(
                     model_path=str(ref.path),
                     n_ctx=n_ctx,
-                    n_threads=n_threads or os.cpu_count() or 1,
+                    n_threads=n_threads or int(os.environ.get("ITERKD_THREADS", 0)) or os.cpu_count() or 1,
                     n_gpu_layers=n_gpu_layers,
                     seed=seed,
                     verbose=verbose,

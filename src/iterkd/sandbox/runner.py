@@ -160,9 +160,37 @@ class _Subst(ast.NodeTransformer):
         return super().visit(node)
 
 
-def _eval(expr, ns, filename, env=None):
+# Parsed tests and compiled assert parts, filled by `warm` in the worker before it forks a job, so the
+# samples of one task (pass@k) share the work; a job child only reads them (its own additions die with it).
+_TREES: dict = {}
+_CODES: dict = {}
+_CACHE_MAX = 20000
+
+
+def _parse_test(src: str, filename: str):
+    key = (src, filename)
+    tree = _TREES.get(key)
+    if tree is None:
+        if len(_TREES) >= _CACHE_MAX:
+            _TREES.clear()
+            _CODES.clear()
+        tree = _TREES[key] = ast.parse(src, filename)
+    return tree
+
+
+def _compile_expr(expr, filename: str, cache: bool = False):
     # parsed nodes carry their locations (and _Subst copies them), so no fix_missing_locations walk
+    hit = _CODES.get(id(expr)) if cache else None
+    if hit is not None and hit[0] is expr and hit[1] == filename:
+        return hit[2]
     code = compile(ast.Expression(body=expr), filename, "eval")
+    if cache:
+        _CODES[id(expr)] = (expr, filename, code)  # holding expr keeps its id from being reused
+    return code
+
+
+def _eval(expr, ns, filename, env=None, cache=False):
+    code = _compile_expr(expr, filename, cache)
     return eval(code, ns, env) if env is not None else eval(code, ns)  # noqa: S307
 
 
@@ -171,7 +199,7 @@ def _eval_parts(expr, parts, ns, filename):
     those parts replaced by their values. Returns (values, value of expr)."""
     vals, env, names = [], {}, {}
     for k, p in enumerate(parts):
-        v = _eval(p, ns, filename)
+        v = _eval(p, ns, filename, cache=True)
         vals.append(v)
         env[f"__iterkd_part{k}__"] = v
         names[id(p)] = f"__iterkd_part{k}__"
@@ -223,23 +251,36 @@ def _abs_diff_parts(cmp: ast.Compare):
     return None
 
 
-def run_assert(node: ast.Assert, src: str, ns: dict, filename: str) -> None:
-    """Run one top-level `assert` with its parts evaluated separately; raise TestFailure on failure."""
-    test = node.test
-    kind, parts = "generic", []
+def _plan(test) -> tuple[str, list]:
+    """How an assert's expression is taken apart for feedback: (kind, sub-expressions to evaluate)."""
     if isinstance(test, ast.Compare) and len(test.ops) == 1:
         abs_parts = _abs_diff_parts(test)
         if abs_parts:
-            kind, parts = "abs", list(abs_parts)
-        else:
-            kind, parts = "cmp", [test.left, test.comparators[0]]
-    elif isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
-        kind, parts = "not", [test.operand]
-    else:
-        call = _focus_call(test)
-        parts = [call] if call is not None else []
+            return "abs", list(abs_parts)
+        return "cmp", [test.left, test.comparators[0]]
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        return "not", [test.operand]
+    call = _focus_call(test)
+    return "generic", [call] if call is not None else []
+
+
+def warm(tests: list) -> None:
+    """Parse the tests and compile their assert parts now (in the worker), so job children skip it."""
+    for i, src in enumerate(tests):
+        try:
+            tree = _parse_test(str(src), f"<test {i}>")
+        except (SyntaxError, ValueError):
+            continue
+        if len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert):
+            for part in _plan(tree.body[0].test)[1]:
+                _compile_expr(part, f"<test {i}>", cache=True)
+
+
+def run_assert(node: ast.Assert, src: str, ns: dict, filename: str) -> None:
+    """Run one top-level `assert` with its parts evaluated separately; raise TestFailure on failure."""
+    test = node.test
+    kind, parts = _plan(test)
     focus = _focus_call(test)
-    whole_src = _src(src, node)
     try:
         vals, value = _eval_parts(test, parts, ns, filename)
         if kind == "cmp" and isinstance(test.ops[0], ast.Eq):
@@ -252,10 +293,11 @@ def run_assert(node: ast.Assert, src: str, ns: dict, filename: str) -> None:
     except BaseException as e:  # noqa: BLE001 - includes SystemExit, KeyboardInterrupt
         if isinstance(e, MemoryError):
             raise
-        inp = _src(src, focus) if focus is not None else whole_src
+        inp = _src(src, focus) if focus is not None else _src(src, node)
         raise TestFailure(_error_feedback(inp, e)) from None
     if ok:
         return
+    whole_src = _src(src, node)
     msg = ""
     if node.msg is not None:
         try:
@@ -440,7 +482,7 @@ def run_block(src: str, ns: dict, filename: str, sources: dict) -> None:
 
 
 def run_test(src: str, ns: dict, filename: str, sources: dict) -> None:
-    tree = ast.parse(src, filename)
+    tree = _parse_test(src, filename)
     if len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert):
         run_assert(tree.body[0], src, ns, filename)
     else:
@@ -456,8 +498,12 @@ def _syntax_reason(e: SyntaxError, what: str) -> str:
     return _cut(f"SyntaxError in the {what}: {e.msg}{where}", 300)
 
 
-def run_job(job: dict, token: str, verdict_fd: int, feedback_chars: int = 1000) -> None:
-    """Run program, setup and tests; write the verdict; leave with os._exit. Never returns."""
+def run_job(job: dict, token: str, verdict_fd: int, feedback_chars: int = 1000, progress=None) -> None:
+    """Run program, setup and tests; write the verdict; leave with os._exit. Never returns.
+
+    ``progress(k)`` records that k tests completed (-1 before the program and setup finished) where the
+    worker can read it after a crash or timeout (a shared memory word: no syscall per test). It only
+    locates a failure; a pass needs the token-authenticated verdict."""
     verdict = _Verdict(verdict_fd, token)
     emit = verdict.emit
     del token
@@ -499,7 +545,8 @@ def run_job(job: dict, token: str, verdict_fd: int, feedback_chars: int = 1000) 
                     state["reason"] = _cut(format_exc(e, 250) + at, 300)
                 state["feedback"] = "ERROR: " + state["reason"]
                 finish()
-        emit("P", {"tests_run": 0})  # program and setup done: a later crash/timeout points at a test
+        if progress is not None:
+            progress(0)  # program and setup done: a later crash/timeout points at a test
         for i, src in enumerate(tests):
             filename = f"<test {i}>"
             try:
@@ -516,7 +563,8 @@ def run_job(job: dict, token: str, verdict_fd: int, feedback_chars: int = 1000) 
                              feedback=f"INPUT: {_cut(src.strip(), 300)}\nERROR: MemoryError")
                 finish()
             state["tests_run"] = i + 1
-            emit("P", {"tests_run": i + 1})
+            if progress is not None:
+                progress(i + 1)
         state.update(status="passed", reason="")
         finish()
     except BaseException as e:  # noqa: BLE001 - anything escaping above is a runner problem

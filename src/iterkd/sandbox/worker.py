@@ -16,12 +16,14 @@ from __future__ import annotations
 import fcntl
 import json
 import math
+import mmap
 import os
 import resource
 import secrets
 import select
 import shutil
 import signal
+import struct
 import sys
 import time
 
@@ -178,7 +180,6 @@ class VerdictScanner:
         self.tok = token.encode()
         self.buf = b""
         self.verdict: dict | None = None
-        self.progress = -1  # -1: program+setup not finished; k: k tests completed
 
     def feed(self, data: bytes) -> None:
         self.buf += data
@@ -198,8 +199,6 @@ class VerdictScanner:
                 continue
             if rec[:1] == b"V" and self.verdict is None:
                 self.verdict = payload
-            elif rec[:1] == b"P":
-                self.progress = max(self.progress, int(payload.get("tests_run", 0)))
 
 
 def _set_rlimits(lim: Limits, cgroup_active: bool) -> None:
@@ -233,20 +232,20 @@ def _child(ctx: "Worker", job: dict, box: list, lim: Limits, scratch: str, w_out
             os.setresuid(ctx.uid, ctx.uid, ctx.uid)
         L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
         L.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
-        os.environ.clear()
-        os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch,
-                           "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-        enc = dict(encoding="utf-8", errors="backslashreplace", closefd=False)
-        sys.stdin = sys.__stdin__ = open(0, "r", **enc)  # noqa: SIM115
-        sys.stdout = sys.__stdout__ = open(1, "w", **enc)  # noqa: SIM115
-        sys.stderr = sys.__stderr__ = open(2, "w", **enc)  # noqa: SIM115
+        # the environment (PATH, LANG, HOME=TMPDIR=/tmp, one BLAS thread) and the text streams on fds 0-2 were
+        # prepared once in the worker (see Worker.__init__): nothing to build per job
+        sys.stdin = sys.__stdin__ = ctx.std[0]
+        sys.stdout = sys.__stdout__ = ctx.std[1]
+        sys.stderr = sys.__stderr__ = ctx.std[2]
         import random
 
         random.seed()
         signal.signal(signal.SIGPROF, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.setitimer(signal.ITIMER_PROF, lim.timeout_s)
-        runner.run_job(job, box.pop(), VERDICT_FD, lim.feedback_chars)
+        word = ctx.progress_word
+        runner.run_job(job, box.pop(), VERDICT_FD, lim.feedback_chars,
+                       progress=lambda k, _pack=struct.pack_into, _w=word: _pack("<q", _w, 0, k))
     except BaseException as e:  # noqa: BLE001
         try:
             os.write(2, f"sandbox child setup failed: {type(e).__name__}: {e}\n".encode())
@@ -271,6 +270,16 @@ class Worker:
         self.report = report
         self.scratch_root = cfg.get("scratch_root") or "/tmp"
         self.n = 0
+        # shared with each job child: how many tests completed (-1: program/setup not finished)
+        self.progress_word = mmap.mmap(-1, 8)
+        os.environ.clear()
+        os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+                           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+        # text streams for a job's fds 0/1/2 (the child dup2s its pipes there); never used in the worker itself
+        enc = dict(encoding="utf-8", errors="backslashreplace", closefd=False)
+        self.std = (open(0, "r", **enc), open(1, "w", **enc), open(2, "w", **enc))  # noqa: SIM115
+        # top-level names in /tmp holding a read-only checkout/virtualenv (never cleaned)
+        self.kept_tmp_names = {p.split("/")[2] for p in L.kept_under_tmp(L.interpreter_paths())}
 
     # one job ---------------------------------------------------------------------------------------------
     def run(self, job: dict) -> dict:
@@ -282,6 +291,8 @@ class Worker:
         os.mkdir(scratch, 0o700)
         if self.uid is not None:
             os.chown(scratch, self.uid, self.uid)
+        struct.pack_into("<q", self.progress_word, 0, -1)
+        runner.warm(job.get("tests") or [])  # parse/compile the (trusted) tests once per worker, not per child
         token = secrets.token_hex(16)
         box = [token]
         scanner = VerdictScanner(token)
@@ -357,7 +368,7 @@ class Worker:
         except OSError:
             shutil.rmtree(scratch, ignore_errors=True)
         private = self.cfg["mode"] in ("namespaces", "bwrap")  # /tmp, /var/tmp, /dev/shm are our own tmpfs
-        keep = {p.split("/")[2] for p in L.kept_under_tmp(L.interpreter_paths())} if private else set()
+        keep = self.kept_tmp_names if private else set()
         for d in ("/var/tmp", "/dev/shm", self.scratch_root):
             if not private and d != self.scratch_root:
                 continue
@@ -379,8 +390,9 @@ class Worker:
 
     def _result(self, job, lim, scanner, status, cpu, wall, timed_out, out, err) -> dict:
         tests = job.get("tests") or []
+        progress = min(max(struct.unpack_from("<q", self.progress_word, 0)[0], -1), len(tests))
         r = {"wall_s": round(wall, 4), "cpu_s": round(cpu, 4), "n_tests": len(tests),
-             "tests_run": max(0, scanner.progress), "stdout": out.text(), "stderr": err.text(),
+             "tests_run": max(0, progress), "stdout": out.text(), "stderr": err.text(),
              "stdout_bytes": out.total, "stderr_bytes": err.total, "failed_test": None, "feedback": "", "reason": ""}
         v = scanner.verdict
         if v is not None and v.get("status") in ("passed", "failed", "error"):
@@ -404,11 +416,11 @@ class Worker:
                 r.update(status="error", reason="sandbox failure: " + r["stderr"].strip()[-300:])
             else:
                 r.update(status="error", reason=f"exited with code {code} before the tests finished"
-                         if scanner.progress >= 0 else f"exited with code {code} before the program finished")
+                         if progress >= 0 else f"exited with code {code} before the program finished")
             if oom:
                 r["reason"] += " (a process was killed: out of memory)"
-        if scanner.progress >= 0 and scanner.progress < len(tests):
-            i = scanner.progress
+        if 0 <= progress < len(tests):
+            i = progress
             r["failed_test"] = i
             src = runner._cut(str(tests[i]).strip(), 400)
             r["feedback"] = runner._cut(f"INPUT: {src}\nERROR: {r['reason']}", lim.feedback_chars)
