@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO_MODEL ?= smollm2-135m-instruct
 DEMO_OUT   ?= runs/demo-humaneval
 
-.PHONY: setup system models demo test test-fast bench clean
+.PHONY: setup system models demo demo-persd test test-fast bench clean
 
 setup: $(STAMP) system
 
@@ -30,6 +30,11 @@ models: setup
 
 demo: models
 	$(BIN)/iterkd eval --model $(DEMO_MODEL) --benchmark humaneval --out $(DEMO_OUT)
+
+# A small PERsD-combine run (teacher Qwen2.5-Coder-0.5B via llama.cpp, 40 MBPP-train tasks): before/after pass@1.
+demo-persd: models
+	$(BIN)/iterkd models fetch qwen2.5-coder-0.5b-instruct
+	ITERKD_THREADS=$${ITERKD_THREADS:-2} $(BIN)/iterkd distill --config configs/distill/demo.yaml
 
 test: models
 	$(BIN)/python -m pytest -q

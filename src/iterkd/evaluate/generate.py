@@ -14,6 +14,7 @@ from pathlib import Path
 from iterkd.errors import UserError
 from iterkd.evaluate.samples import humaneval_completion, write_samples
 from iterkd.tasks import Task
+from iterkd.tasks.loaders import read_progress_log
 
 
 @dataclass
@@ -33,18 +34,6 @@ class GenerationSettings:
         from iterkd.models.prompts import PROMPT_VERSION
 
         self.prompt_version = self.prompt_version or PROMPT_VERSION
-
-
-def _load_partial(path: Path) -> dict[tuple[str, int], dict]:
-    done: dict[tuple[str, int], dict] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash: generate it again
-            done[(row["task_id"], row["sample"])] = row
-    return done
 
 
 def _check_settings(out: Path, settings: GenerationSettings) -> None:
@@ -74,7 +63,7 @@ def generate(
 
     _check_settings(out, settings)
     partial_path = out / "generations.jsonl"
-    done = _load_partial(partial_path)
+    done = read_progress_log(partial_path, lambda r: (r["task_id"], r["sample"]))
     stats = {"generated_now": 0, "completion_tokens": 0, "prompt_tokens": 0, "seconds": 0.0}
     todo = {i: [t for t in tasks if (t.task_id, i) not in done] for i in range(settings.n_samples)}
     n_todo = sum(len(v) for v in todo.values())

@@ -14,6 +14,7 @@ from pathlib import Path
 from iterkd.evaluate.samples import humaneval_completion, write_samples
 from iterkd.feedback import execution_feedback, job_for
 from iterkd.tasks import Task
+from iterkd.tasks.loaders import read_progress_log
 
 
 def _row(task: Task, solution: str) -> dict:
@@ -21,18 +22,6 @@ def _row(task: Task, solution: str) -> dict:
     if task.benchmark == "humaneval":
         row["completion"] = humaneval_completion(solution)
     return row
-
-
-def _load(path: Path) -> dict[tuple, dict]:
-    done = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[(r["task_id"], r["sample"], r["step"])] = r
-    return done
 
 
 def repair_steps(
@@ -59,7 +48,7 @@ def repair_steps(
     items = [(t, i) for t in tasks for i in range(n_samples)]
     current = list(solutions)
     log_path = out / "repairs.jsonl"
-    done = _load(log_path)
+    done = read_progress_log(log_path, lambda r: (r["task_id"], r["sample"], r["step"]))
     paths = [out / "samples.step0.jsonl"]
     write_samples(paths[0], [_row(t, s) for (t, _), s in zip(items, current)])
     generator = None

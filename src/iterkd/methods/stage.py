@@ -12,6 +12,7 @@ from pathlib import Path
 
 from iterkd.feedback import execution_feedback, job_for
 from iterkd.tasks import Task
+from iterkd.tasks.loaders import read_progress_log
 
 
 @dataclass
@@ -20,19 +21,6 @@ class Request:
     task: Task
     messages: list[dict]
     meta: dict = field(default_factory=dict)
-
-
-def load_records(path: Path) -> dict[str, dict]:
-    """Finished records of a stage file by key (a line cut by a crash is ignored and redone)."""
-    done: dict[str, dict] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[row["key"]] = row
-    return done
 
 
 def run_stage(
@@ -52,7 +40,7 @@ def run_stage(
     from iterkd.models import sanitize
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    done = load_records(path)
+    done = read_progress_log(path, lambda r: r["key"])
     todo = [r for r in requests if r.key not in done]
     if todo:
         bar = tqdm(total=len(todo), desc=name, unit="task", disable=not progress)

