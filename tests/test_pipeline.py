@@ -39,7 +39,7 @@ def test_stand_end_to_end_then_resume(tmp_path):
         f"run_dir={run}", f"seed_tasks={EASY}", "student=smollm2-135m-instruct",
         f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 160, server_threads: 1, cache_path: {tmp_path / 'cache.sqlite'}}}",
         "train={max_steps: 2, per_device_train_batch_size: 2, gradient_accumulation_steps: 1, max_length: 384, save_steps: 1, logging_steps: 1}",
-        f"eval={{benchmarks: [{EASY}], max_tokens: 160, backend: transformers}}",
+        f"eval={{benchmarks: [{EASY}], max_tokens: 160, backend: auto, export_gguf: q8_0}}",
     ]
     cfg = load_distill_config(None, overrides, "stand")
     summary = run_distill(cfg, progress=False)
@@ -50,6 +50,10 @@ def test_stand_end_to_end_then_resume(tmp_path):
     assert all(r["completion"][0]["content"].startswith("```python") for r in rows)
     assert card["teacher"]["usage"]["calls"] == 6
     assert (run / "train" / "final" / "config.json").exists() and (run / "config.yaml").exists()
+    # the trained student was exported to GGUF and evaluated through llama.cpp, like the base student
+    assert summary["trained_gguf"] == str(run / "train" / "final.q8_0.gguf")
+    gen = json.loads((run / "eval" / "trained" / "easy_tasks" / "generation_config.json").read_text())
+    assert gen["model"] == summary["trained_gguf"] and gen["backend"] == "auto"
     for key in ("base", "trained"):
         assert summary[key]["easy_tasks"]["n_tasks"] == 6
         assert 0.0 <= summary[key]["easy_tasks"]["pass_at_k"]["pass@1"] <= 1.0

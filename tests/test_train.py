@@ -360,3 +360,27 @@ def test_cli_trains_the_registry_model_from_the_shipped_cpu_config(tmp_path):
     written = load_config(tmp_path / "run" / "train_config.yaml")
     assert written.model == MODEL and written.max_steps == 1 and written.long_examples == "drop"
     assert summary(tmp_path / "run")["global_step"] == 1
+
+
+@pytest.mark.slow
+def test_trained_student_exports_to_gguf_and_runs_in_llama_cpp(tmp_path):
+    """A trained model directory -> GGUF (llama.cpp's converter from the PyPI sdist) -> llama.cpp generation."""
+    from iterkd.models import SamplingParams, load_generator
+    from iterkd.train.export import export_gguf
+    from iterkd.train.sft import load_model_and_tokenizer
+    from iterkd.train.config import TrainConfig
+
+    cfg = TrainConfig(model="smollm2-135m-instruct", train_file="x", output_dir=str(tmp_path)).validate()
+    model, tok, _ = load_model_and_tokenizer(cfg.resolved())
+    model.save_pretrained(tmp_path / "final")
+    tok.save_pretrained(tmp_path / "final")
+    gguf = export_gguf(tmp_path / "final", outtype="q8_0")
+    assert gguf.name == "final.q8_0.gguf" and gguf.stat().st_size > 100e6
+    assert export_gguf(tmp_path / "final", outtype="q8_0") == gguf  # up to date: not redone
+    gen = load_generator(str(gguf))
+    [[out]] = gen.chat([[{"role": "user", "content": "Write a Python function add(a, b) that returns a + b."}]],
+                       SamplingParams(max_tokens=48))
+    gen.close()
+    assert "def" in out.text and out.completion_tokens > 0
+    with pytest.raises(UserError, match="not a transformers model directory"):
+        export_gguf(tmp_path)

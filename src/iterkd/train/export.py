@@ -1,0 +1,79 @@
+"""Export a trained (merged) student to GGUF, so llama.cpp evaluates it several times faster than transformers
+on a CPU. The converter is llama.cpp's own ``convert_hf_to_gguf.py``, taken from the llama-cpp-python source
+package on PyPI (same version as the installed one) and cached under ``$ITERKD_CACHE/tools``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from iterkd.errors import UserError
+
+OUTTYPES = ("f32", "f16", "bf16", "q8_0")
+
+
+def converter_dir() -> Path:
+    """Directory holding convert_hf_to_gguf.py and its gguf-py/conversion packages (fetched once)."""
+    import llama_cpp
+
+    from iterkd.models.registry import cache_dir
+
+    version = llama_cpp.__version__
+    dest = cache_dir() / "tools" / f"llama.cpp-{version}"
+    if (dest / "convert_hf_to_gguf.py").exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+             f"llama-cpp-python=={version}", "-d", tmp],
+            capture_output=True, text=True,
+        )
+        sdists = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        if proc.returncode != 0 or not sdists:
+            raise UserError(f"cannot download the llama-cpp-python {version} source package for the GGUF converter: "
+                            f"{proc.stderr.strip()[-300:]}")
+        prefix = f"{sdists[0].name[: -len('.tar.gz')]}/vendor/llama.cpp/"
+        wanted = ("convert_hf_to_gguf.py", "gguf-py/", "conversion/")
+        staged = Path(tmp) / "llama.cpp"
+        with tarfile.open(sdists[0]) as tar:
+            for member in tar.getmembers():
+                rel = member.name[len(prefix):] if member.name.startswith(prefix) else None
+                if rel and rel.startswith(wanted) and (member.isfile() or member.isdir()):
+                    member.name = rel
+                    tar.extract(member, staged, filter="data")
+        if not (staged / "convert_hf_to_gguf.py").exists():
+            raise UserError(f"{sdists[0].name} holds no vendor/llama.cpp/convert_hf_to_gguf.py")
+        os.replace(staged, dest)
+    return dest
+
+
+def export_gguf(model_dir: str | Path, out_file: str | Path | None = None, outtype: str = "q8_0") -> Path:
+    """Convert a transformers model directory to one GGUF file (atomically); returns its path. Skips the
+    work when the file exists and is newer than the model's weights."""
+    model_dir = Path(model_dir)
+    if outtype not in OUTTYPES:
+        raise UserError(f"unknown GGUF type {outtype!r}; choose one of {', '.join(OUTTYPES)}")
+    if not (model_dir / "config.json").exists():
+        raise UserError(f"{model_dir}: not a transformers model directory (no config.json)")
+    out = Path(out_file) if out_file else model_dir.parent / f"{model_dir.name}.{outtype}.gguf"
+    weights = [p.stat().st_mtime for p in model_dir.glob("*.safetensors")]
+    if out.exists() and weights and out.stat().st_mtime >= max(weights):
+        return out
+    tool = converter_dir()
+    tmp = out.with_name(out.name + ".tmp")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tool / "gguf-py"), str(tool)])}
+    proc = subprocess.run(
+        [sys.executable, str(tool / "convert_hf_to_gguf.py"), str(model_dir), "--outfile", str(tmp), "--outtype", outtype],
+        capture_output=True, text=True, env=env,
+    )
+    if proc.returncode != 0 or not tmp.exists():
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"GGUF export of {model_dir} failed: {proc.stderr.strip()[-600:]}")
+    os.replace(tmp, out)
+    return out
