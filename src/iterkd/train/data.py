@@ -14,10 +14,10 @@ Every other key (task_id, method, round, ...) is metadata and is dropped. Mistak
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from iterkd.errors import UserError
+from iterkd.tasks.loaders import read_jsonl
 
 TEXT = "text"
 CHAT = "chat"
@@ -54,50 +54,38 @@ def read_rows(path: str | Path, what: str = "train_file") -> tuple[list[dict], s
     fmt: str | None = None
     first_line = 0
     try:
-        fh = open(p, encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"{path}: cannot read: {e}") from None
-    with fh:
-        try:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{where}: not valid JSON ({e.msg})") from None
-                if not isinstance(obj, dict):
-                    raise UserError(f"{where}: expected a JSON object with 'prompt' and 'completion'")
-                missing = [k for k in ("prompt", "completion") if k not in obj]
-                if missing:
-                    raise UserError(f"{where}: missing {' and '.join(repr(k) for k in missing)}")
-                prompt, completion = obj["prompt"], obj["completion"]
-                if isinstance(prompt, str) and isinstance(completion, str):
-                    kind = TEXT
-                    if not completion.strip():
-                        raise UserError(f"{where}: 'completion' is empty")
-                    row = {"prompt": prompt, "completion": completion}
-                elif isinstance(prompt, list) and isinstance(completion, list):
-                    kind = CHAT
-                    row = {
-                        "prompt": _messages(prompt, where, "prompt", completion=False),
-                        "completion": _messages(completion, where, "completion", completion=True),
-                    }
-                else:
-                    raise UserError(
-                        f"{where}: 'prompt' and 'completion' must both be strings or both be lists of chat messages"
-                    )
-                if fmt is None:
-                    fmt, first_line = kind, lineno
-                elif kind != fmt:
-                    raise UserError(
-                        f"{where}: a {'conversational' if kind == CHAT else 'plain-text'} row, but line {first_line} "
-                        f"is {'conversational' if fmt == CHAT else 'plain-text'}; use one format per file"
-                    )
-                rows.append(row)
-        except UnicodeDecodeError as e:
-            raise UserError(f"{path}: not UTF-8 text ({e.reason})") from None
+        numbered = read_jsonl(p)  # blank lines skipped; invalid JSON or a non-object names file:line
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason})") from None
+    for lineno, obj in numbered:
+        where = f"{path}:{lineno}"
+        missing = [k for k in ("prompt", "completion") if k not in obj]
+        if missing:
+            raise UserError(f"{where}: missing {' and '.join(repr(k) for k in missing)}")
+        prompt, completion = obj["prompt"], obj["completion"]
+        if isinstance(prompt, str) and isinstance(completion, str):
+            kind = TEXT
+            if not completion.strip():
+                raise UserError(f"{where}: 'completion' is empty")
+            row = {"prompt": prompt, "completion": completion}
+        elif isinstance(prompt, list) and isinstance(completion, list):
+            kind = CHAT
+            row = {
+                "prompt": _messages(prompt, where, "prompt", completion=False),
+                "completion": _messages(completion, where, "completion", completion=True),
+            }
+        else:
+            raise UserError(
+                f"{where}: 'prompt' and 'completion' must both be strings or both be lists of chat messages"
+            )
+        if fmt is None:
+            fmt, first_line = kind, lineno
+        elif kind != fmt:
+            raise UserError(
+                f"{where}: a {'conversational' if kind == CHAT else 'plain-text'} row, but line {first_line} "
+                f"is {'conversational' if fmt == CHAT else 'plain-text'}; use one format per file"
+            )
+        rows.append(row)
     if not rows:
         raise UserError(f"{path}: contains no training rows")
     return rows, fmt or TEXT
