@@ -36,8 +36,6 @@ def _tasks_by_id(benchmark: str, split: Optional[str]):
     return {t.task_id: t for t in tasks}, tasks
 
 
-
-
 @app.command()
 def check(
     samples: Path = typer.Argument(..., help="Samples JSONL (evalplus format): task_id + solution or completion."),
@@ -85,7 +83,7 @@ def check(
 def eval_(
     model: str = typer.Option(..., "--model", "-m", help="Registry name (see `iterkd models list`), a .gguf file, a model directory or a Hugging Face id."),
     benchmark: str = typer.Option(..., "--benchmark", "-b", help=BENCHMARK_HELP),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory: samples.jsonl, results.json, eval.json."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory: samples.jsonl, results.json, generations.jsonl (resume log)."),
     split: Optional[str] = typer.Option(None, help=SPLIT_HELP),
     limit: Optional[int] = typer.Option(None, help="Only the first N tasks."),
     n_samples: int = typer.Option(1, "--n-samples", "-n", help="Samples per task (pass@k needs n >= k)."),
