@@ -38,6 +38,20 @@ def test_examples_per_method_have_the_documented_shapes():
     assert [e["task_id"] for e in stand] == [t1.task_id] and "student_code" not in stand[0]
 
 
+def test_parquet_holds_the_same_rows_as_jsonl(tmp_path):
+    import pyarrow.parquet as pq
+
+    from iterkd.methods import DataStats
+
+    t1, t2 = load_mbpp("train")[:2]
+    attempts = {t.task_id: _rec(t, "def x(): pass", False, "ERROR: boom") for t in (t1, t2)}
+    teacher = {t.task_id: _rec(t, t.canonical_solution, True) for t in (t1, t2)}
+    examples = build_examples("persd-combine", [t1, t2], attempts, teacher)
+    write_dataset(examples, DataStats(method="persd-combine", examples=len(examples)), tmp_path, parquet=True)
+    jsonl = [json.loads(l) for l in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert pq.read_table(tmp_path / "train.parquet").to_pylist() == jsonl == examples
+
+
 def test_prompts_carry_code_and_error():
     task = load_mbpp("train")[0]
     teacher = repair_messages(task, "def f(x):\n    return x\n", "INPUT: f(1)\nOUTPUT: 1\nEXPECTED: 2")[0]["content"]
@@ -84,7 +98,8 @@ def test_collect_persd_combine_end_to_end_and_resume(tmp_path):
                                 tmp_path / "data", batch_size=2, progress=False)
         assert model.stats.calls == calls and again == examples and stats2 == stats
     model.close()
-    path = write_dataset(examples, stats, tmp_path / "out", {"teacher": "smollm2"})
+    path = write_dataset(examples, stats, tmp_path / "out", {"teacher": "smollm2"}, parquet=True)
     card = json.loads((tmp_path / "out" / "data_card.json").read_text())
     assert card["examples"] == len(examples) and card["teacher"] == "smollm2" and path.exists()
+    assert card["files"] == ["train.jsonl", "train.parquet"]
     assert set(METHODS) == {"stand", "inpd", "persd", "persd-refine", "persd-combine"}

@@ -128,8 +128,11 @@ def collect(
     return examples, stats
 
 
-def write_dataset(examples: list[dict], stats: DataStats, out_dir: Path, extra_card: dict | None = None) -> Path:
-    """Write ``train.jsonl`` (TRL conversational prompt-completion rows) and ``data_card.json``; atomic."""
+def write_dataset(
+    examples: list[dict], stats: DataStats, out_dir: Path, extra_card: dict | None = None, parquet: bool = False
+) -> Path:
+    """Write ``train.jsonl`` (TRL conversational prompt-completion rows), optionally ``train.parquet`` (the same
+    rows), and ``data_card.json``; each file atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "train.jsonl"
     tmp = path.with_suffix(".jsonl.tmp")
@@ -137,6 +140,16 @@ def write_dataset(examples: list[dict], stats: DataStats, out_dir: Path, extra_c
         for ex in examples:
             fh.write(json.dumps(ex) + "\n")
     os.replace(tmp, path)
-    card = {**asdict(stats), **(extra_card or {}), "file": path.name, "format": "conversational prompt-completion (TRL)"}
+    files = [path.name]
+    if parquet:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        target = out_dir / "train.parquet"
+        pq.write_table(pa.Table.from_pylist(examples), str(target) + ".tmp")
+        os.replace(str(target) + ".tmp", target)
+        files.append(target.name)
+    card = {**asdict(stats), **(extra_card or {}), "file": path.name, "files": files,
+            "format": "conversational prompt-completion (TRL)"}
     (out_dir / "data_card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
     return path

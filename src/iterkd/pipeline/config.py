@@ -25,6 +25,7 @@ class DistillConfig:
     sandbox_timeout: float = 3.0             # CPU seconds per program (at least 4x a task's reference time)
     batch_size: int = 8                      # prompts per generation call
     eval_base: bool = True                   # also evaluate the untrained student (before/after table)
+    parquet: bool = False                    # also write data/train.parquet (same rows as train.jsonl)
     # sections: TeacherConfig, SamplingParams, TrainConfig and eval settings by their own field names
     student_sampling: dict = field(default_factory=lambda: {"temperature": 0.3, "top_p": 0.95, "max_tokens": 512, "seed": 0})
     teacher: dict = field(default_factory=lambda: {"served_model": "qwen2.5-coder-1.5b-instruct", "temperature": 0.0, "max_tokens": 512})

@@ -66,7 +66,7 @@ def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
                         "nothing to train on (see RUN/data/*.jsonl)")
     extra = {"teacher": usage, "seed_source": cfg.seed_tasks, "seed_split": split, "student": cfg.student,
              "data_seconds": round(time.perf_counter() - began, 1)}
-    write_dataset(examples, stats, run / "data", extra)
+    write_dataset(examples, stats, run / "data", extra, parquet=cfg.parquet)
     return json.loads(card_path.read_text())
 
 
