@@ -23,14 +23,12 @@ from iterkd.pipeline.config import DistillConfig
 
 
 def _train_config(cfg: DistillConfig, run: Path):
-    from iterkd.train.config import TrainConfig, field_names
+    """The config's ``train:`` section, typed and checked like ``iterkd train`` input, aimed at this run."""
+    from iterkd.train import config_from_dict
 
-    values = dict(cfg.train)
-    unknown = [k for k in values if k not in field_names()]
-    if unknown:
-        raise UserError(f"train: unknown key(s) {', '.join(unknown)} (see `iterkd train --help`)")
-    values.update(model=cfg.student, train_file=str(run / "data" / "train.jsonl"), output_dir=str(run / "train"))
-    return TrainConfig(**values).validate()
+    values = {**cfg.train, "model": cfg.student, "train_file": str(run / "data" / "train.jsonl"),
+              "output_dir": str(run / "train")}
+    return config_from_dict(values, "train")
 
 
 def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
