@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO_MODEL ?= smollm2-135m-instruct
 DEMO_OUT   ?= runs/demo-humaneval
 
-.PHONY: setup system models demo demo-eval test test-fast bench clean
+.PHONY: setup system models llama-server demo demo-eval test test-fast bench clean
 
 setup: $(STAMP) system
 
@@ -28,6 +28,10 @@ system:
 models: setup
 	$(BIN)/iterkd models fetch smollm2-135m-instruct
 
+# llama.cpp's native server (batched decoding of parallel requests), built once into the cache (~9 min, 2 cores).
+llama-server: setup
+	$(BIN)/iterkd models build-server
+
 # Evaluation only: the default student on HumanEval (all 164 tasks), greedy.
 demo-eval: models
 	$(BIN)/iterkd eval --model $(DEMO_MODEL) --benchmark humaneval --out $(DEMO_OUT)
@@ -38,7 +42,7 @@ demo: models
 	$(BIN)/iterkd models fetch qwen2.5-coder-0.5b-instruct
 	ITERKD_THREADS=$${ITERKD_THREADS:-2} $(BIN)/iterkd distill --config configs/distill/demo.yaml
 
-test: models
+test: models llama-server
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

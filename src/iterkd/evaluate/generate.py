@@ -49,6 +49,13 @@ def _check_settings(out: Path, settings: GenerationSettings) -> None:
         path.write_text(json.dumps(wanted, indent=1) + "\n", encoding="utf-8")
 
 
+def server_kw(backend: str, batch_size: int) -> dict:
+    """Backend arguments: the llama-server backend decodes ``batch_size`` requests together."""
+    from iterkd.models.base import canonical_backend
+
+    return {"parallel": batch_size} if canonical_backend(backend) == "llama-server" else {}
+
+
 def generate(
     tasks: list[Task],
     settings: GenerationSettings,
@@ -68,7 +75,10 @@ def generate(
     todo = {i: [t for t in tasks if (t.task_id, i) not in done] for i in range(settings.n_samples)}
     n_todo = sum(len(v) for v in todo.values())
     if n_todo:
-        generator = load_generator(settings.model, backend=settings.backend)
+        kw = server_kw(settings.backend, batch_size)
+        generator = load_generator(settings.model, backend=settings.backend, **kw)
+        # a server keeps its slots busy when it has more prompts queued than slots (answers differ in length)
+        batch_size = batch_size * 4 if kw else batch_size
         bar = tqdm(total=n_todo, desc="generating", unit="sample", disable=not progress)
         try:
             with partial_path.open("a", encoding="utf-8") as fh:
@@ -84,7 +94,8 @@ def generate(
                         batch = pending[start : start + batch_size]
                         began = time.perf_counter()
                         outs = generator.chat([build_messages(t) for t in batch], params, n=1)
-                        stats["seconds"] += time.perf_counter() - began
+                        spent = time.perf_counter() - began
+                        stats["seconds"] += spent
                         for task, completions in zip(batch, outs):
                             c = completions[0]
                             row = {
@@ -94,6 +105,7 @@ def generate(
                                 "prompt_tokens": c.prompt_tokens,
                                 "completion_tokens": c.completion_tokens,
                                 "finish_reason": c.finish_reason,
+                                "seconds": round(spent / len(batch), 4),  # its share of the call: totals survive resumes
                             }
                             fh.write(json.dumps(row) + "\n")
                             done[(task.task_id, i)] = row
@@ -117,6 +129,11 @@ def generate(
     write_samples(out / "samples.jsonl", rows)
     all_rows = [done[(t.task_id, i)] for t in tasks for i in range(settings.n_samples)]
     stats["total_completion_tokens"] = sum(r["completion_tokens"] for r in all_rows)
+    timed = [r for r in all_rows if "seconds" in r]  # rows written before timing was recorded have none
+    if timed and len(timed) == len(all_rows):
+        total_s = sum(r["seconds"] for r in timed)
+        stats["total_seconds"] = round(total_s, 1)
+        stats["total_tokens_per_second"] = round(stats["total_completion_tokens"] / total_s, 2) if total_s else None
     stats["tokens_per_second"] = (
         round(stats["completion_tokens"] / stats["seconds"], 2) if stats["seconds"] else None
     )

@@ -11,7 +11,7 @@ from iterkd.errors import UserError
 from iterkd.evaluate.check import score_samples, write_results
 from iterkd.evaluate.samples import read_samples
 
-BACKENDS = ("auto", "llama.cpp", "transformers")
+BACKENDS = ("auto", "llama.cpp", "transformers", "llama-server")
 
 
 @dataclass
@@ -41,7 +41,13 @@ class EvalConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.top_p <= 1:
             raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if self.backend not in BACKENDS:
+        from iterkd.models.base import canonical_backend
+
+        try:
+            known = canonical_backend(self.backend) != "openai"
+        except UserError:
+            known = False
+        if not known:
             raise UserError(f"unknown --backend {self.backend!r}; choose {', '.join(BACKENDS)}")
 
 
@@ -72,12 +78,13 @@ def run_eval(cfg: EvalConfig, out: Path, progress: bool = True) -> dict:
     steps = []
     if cfg.repair_steps:
         from iterkd.evaluate.repair import repair_steps
+        from iterkd.evaluate.generate import server_kw
         from iterkd.models import SamplingParams, load_generator
         from iterkd.sandbox import Limits
 
         first = read_samples(out / "samples.jsonl", by_id)
         step_files = repair_steps(
-            lambda: load_generator(cfg.model, backend=cfg.backend), tasks, cfg.n_samples, [s.solution for s in first],
+            lambda: load_generator(cfg.model, backend=cfg.backend, **server_kw(cfg.backend, cfg.batch_size)), tasks, cfg.n_samples, [s.solution for s in first],
             cfg.repair_steps,
             SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed),
             Limits() if cfg.timeout is None else Limits(timeout_s=cfg.timeout), out, workers=cfg.workers,

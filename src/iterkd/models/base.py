@@ -137,8 +137,17 @@ def truncate_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
-BACKENDS = ("auto", "llamacpp", "hf", "openai")
-_ALIASES = {"llama.cpp": "llamacpp", "llama_cpp": "llamacpp", "llama-cpp": "llamacpp", "transformers": "hf"}
+BACKENDS = ("auto", "llamacpp", "hf", "openai", "llama-server")
+_ALIASES = {"llama.cpp": "llamacpp", "llama_cpp": "llamacpp", "llama-cpp": "llamacpp", "transformers": "hf",
+            "server": "llama-server", "llama_server": "llama-server"}
+
+
+def canonical_backend(backend: str) -> str:
+    """The backend's canonical name (aliases resolved); UserError for an unknown one."""
+    b = _ALIASES.get(backend.lower(), backend.lower())
+    if b not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose one of: auto, llama.cpp, transformers, llama-server, openai")
+    return b
 
 
 def llama_cpp_available() -> bool:
@@ -162,14 +171,24 @@ def load_generator(model: str, backend: str = "auto", **kw) -> Generator:
     ``"llama.cpp"``, ``"transformers"``), or ``"openai"`` (an OpenAI-compatible endpoint, see
     ``openai_client.py``: ``model`` is the endpoint's model name and the keyword arguments are
     ``TeacherConfig`` fields such as base_url; a registry name or .gguf path without base_url is served by an
-    embedded llama.cpp server). Extra keyword arguments go to the backend's constructor
-    (llama.cpp: n_ctx, n_threads, n_gpu_layers, seed, verbose; transformers: device, dtype, batch_size).
+    embedded llama.cpp server), or ``"llama-server"`` (alias ``"server"``: a registry name or .gguf path served
+    by llama.cpp's native llama-server, ``parallel`` requests decoded together -- the fast path for many prompts
+    on a CPU; answers are not cached, callers keep them). Extra keyword arguments go to the backend's
+    constructor (llama.cpp: n_ctx, n_threads, n_gpu_layers, seed, verbose; transformers: device, dtype,
+    batch_size; llama-server: parallel, server_threads, server_n_ctx).
     """
     from iterkd.models.registry import resolve
 
-    b = _ALIASES.get(backend.lower(), backend.lower())
-    if b not in BACKENDS:
-        raise UserError(f"unknown backend {backend!r}; choose one of: auto, llamacpp, hf, openai")
+    b = canonical_backend(backend)
+    if b == "llama-server":
+        from iterkd.models.openai_client import TeacherConfig, load_teacher
+
+        if not _servable(model):
+            raise UserError(f"{model}: the llama-server backend serves a registry model or a .gguf file")
+        parallel = int(kw.pop("parallel", 8))
+        cfg = {"served_model": model, "server_impl": "native", "server_parallel": parallel, "concurrency": parallel,
+               "cache_path": ":memory:", **kw}
+        return load_teacher(TeacherConfig.from_dict(cfg))
     if b == "openai":
         from iterkd.models.openai_client import TeacherConfig, load_teacher
 

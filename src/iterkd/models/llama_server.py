@@ -1,17 +1,24 @@
-"""An embedded OpenAI-compatible teacher: llama-cpp-python's server (``llama_cpp.server``) run by iterkd.
+"""An embedded OpenAI-compatible server for a GGUF model, run by iterkd: llama.cpp's native ``llama-server``
+when it is built (``iterkd models build-server``; it decodes ``parallel`` requests together), else
+llama-cpp-python's ``llama_cpp.server`` (one request at a time). ``impl`` picks: "auto" (native if built),
+"native" or "python".
 
 ``LlamaServer`` starts the server as a child process on 127.0.0.1 and a free port, waits until
 ``GET /v1/models`` answers, and stops it again (SIGTERM to its process group, SIGKILL after a grace period)
 when the ``with`` block ends -- normally, on an exception or on Ctrl-C -- and, as a fallback, at interpreter
 exit (``atexit``). The child also watches its parent and exits if the parent disappears (e.g. SIGKILL), so a
-crashed run leaves no server behind.
+crashed run leaves no server behind (the native server gets SIGTERM from the kernel through
+``PR_SET_PDEATHSIG``, which fires when the *thread* that started it ends: start servers from the main thread).
+
+Greedy answers of the native server with several requests in flight may differ from one request at a time in a
+few tokens (batched matrix products sum in another order); the teacher cache keeps whatever was answered first.
 
     with LlamaServer("qwen2.5-coder-1.5b-instruct") as srv:
         srv.base_url     # "http://127.0.0.1:<port>/v1"
         srv.model_name   # the name to send as ``model`` (the registry name or the GGUF file's stem)
 
-The model is a registry name (fetched if missing) or a ``.gguf`` path. Settings: ``n_ctx`` 4096, threads =
-CPU count, chat format = the GGUF's own template (``tokenizer.chat_template``; llama-cpp-python's default
+The model is a registry name (fetched if missing) or a ``.gguf`` path. Settings: ``n_ctx`` 4096 per request
+(the native server gets ``n_ctx * parallel`` as one KV pool shared by its slots), threads = CPU count, chat format = the GGUF's own template (``tokenizer.chat_template``; llama-cpp-python's default
 when no ``chat_format`` is given). The server's output goes to ``log_path`` (default: a temporary file,
 deleted by ``stop`` unless the server crashed); when the server dies or is not ready in time, the
 ``UserError`` quotes the tail of that log.
@@ -42,6 +49,8 @@ from iterkd.errors import UserError
 
 _NO_EXTRA_BUFTS = "--iterkd-no-extra-bufts"
 _PARENT_PID = "--iterkd-parent-pid"
+
+IMPLS = ("auto", "native", "python")
 
 # Servers still running, stopped at interpreter exit if their owner forgot (weak: no leak of stopped ones).
 _LIVE: "weakref.WeakSet[LlamaServer]" = weakref.WeakSet()
@@ -84,7 +93,7 @@ def tail(path: str | Path | None, lines: int = 20, max_chars: int = 4000) -> str
 class LlamaServer:
     """A ``llama_cpp.server`` child process serving one GGUF model (see the module docstring).
 
-    model: registry name or ``.gguf`` path. port: None = a free port. n_threads: None = ``os.cpu_count()``.
+    model: registry name or ``.gguf`` path. port: None = a free port. n_threads: None = ``$ITERKD_THREADS`` or the CPU count.
     extra_bufts: None = off on AMX CPUs, on elsewhere. log_path: None = a temporary file. chat_format: None =
     the GGUF's template. startup_timeout_s: deadline for ``/v1/models`` to answer. extra_args: more
     ``llama_cpp.server`` command-line arguments.
@@ -104,12 +113,18 @@ class LlamaServer:
         startup_timeout_s: float = 300.0,
         verbose: bool = True,
         extra_args: tuple[str, ...] | list[str] = (),
+        parallel: int = 1,
+        impl: str = "auto",
     ) -> None:
+        if impl not in IMPLS:
+            raise UserError(f"llama.cpp server: unknown impl {impl!r}; choose one of {', '.join(IMPLS)}")
+        if parallel < 1:
+            raise UserError(f"llama.cpp server: parallel must be >= 1, got {parallel}")
         self.model = str(model)
         self.host = host
         self.port = port
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_threads = n_threads or int(os.environ.get("ITERKD_THREADS", 0)) or os.cpu_count() or 1
         self.extra_bufts = extra_bufts
         self.chat_format = chat_format
         self.log_path: Path | None = Path(log_path) if log_path else None
@@ -117,6 +132,9 @@ class LlamaServer:
         self.startup_timeout_s = startup_timeout_s
         self.verbose = verbose
         self.extra_args = list(extra_args)
+        self.parallel = parallel
+        self.impl = impl
+        self.binary: Path | None = None  # the native llama-server, when that is what runs
         self.model_name: str = ""
         self.model_path: Path | None = None
         self.proc: subprocess.Popen | None = None
@@ -158,12 +176,31 @@ class LlamaServer:
             p = Path(text).expanduser()
             self.model_path, self.model_name = p, p.stem or text
 
+    def _resolve_impl(self) -> None:
+        from iterkd.models.llamacpp_source import native_server
+
+        binary = native_server() if self.impl in ("auto", "native") else None
+        if self.impl == "native" and binary is None:
+            raise UserError("no native llama-server is built; run `iterkd models build-server` (or make llama-server)")
+        self.binary = binary
+
     def _command(self) -> list[str]:
         extra_bufts = self.extra_bufts
         if extra_bufts is None:
             from iterkd.models.llamacpp import cpu_has_amx
 
             extra_bufts = not cpu_has_amx()
+        if self.binary is not None:
+            cmd = [
+                str(self.binary), "--model", str(self.model_path), "--alias", self.model_name,
+                "--host", self.host, "--port", str(self.port),
+                "--ctx-size", str(self.n_ctx * self.parallel), "--parallel", str(self.parallel), "--kv-unified",
+                "--threads", str(self.n_threads), "--threads-batch", str(self.n_threads),
+                "--jinja", "--no-webui", "--cont-batching",
+            ]  # fmt: skip
+            if not extra_bufts:
+                cmd.append("--no-repack")
+            return cmd + self.extra_args
         cmd = [
             sys.executable, "-m", "iterkd.models.llama_server",
             "--model", str(self.model_path), "--model_alias", self.model_name,
@@ -185,6 +222,7 @@ class LlamaServer:
             if self.running:
                 return self
             self._resolve_model()
+            self._resolve_impl()
             if self.log_path is None:
                 fd, name = tempfile.mkstemp(prefix="iterkd-llama-server-", suffix=".log")
                 os.close(fd)
@@ -215,6 +253,11 @@ class LlamaServer:
         src = str(Path(__file__).resolve().parents[2])  # so the child imports this iterkd, installed or not
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PYTHONUNBUFFERED"] = "1"
+        preexec = None
+        if self.binary is not None:
+            # libraries beside the binary; and no watcher thread in C++: the kernel signals it when we die
+            env["LD_LIBRARY_PATH"] = str(self.binary.parent) + (os.pathsep + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+            preexec = _die_with_parent
         with open(self.log_path, "ab") as log:
             log.write(f"$ {' '.join(self._command())}\n".encode())
             log.flush()
@@ -226,9 +269,10 @@ class LlamaServer:
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,  # own process group: Ctrl-C goes to us, we stop it; killpg reaps all
+                    preexec_fn=preexec,
                 )
             except OSError as e:
-                raise UserError(f"could not start the llama.cpp server ({sys.executable} -m llama_cpp.server): {e}") from e
+                raise UserError(f"could not start the llama.cpp server ({self._command()[0]}): {e}") from e
         _LIVE.add(self)
 
     def _wait_ready(self) -> None:
@@ -239,7 +283,7 @@ class LlamaServer:
             code = self.proc.poll()
             if code is not None:
                 log = self.log_tail()
-                if "address already in use" in log.lower():
+                if "address already in use" in log.lower() or "couldn't bind" in log.lower():
                     raise _PortInUse()
                 raise UserError(
                     f"the llama.cpp server for {self.model} exited during start-up (exit code {code}); "
@@ -311,6 +355,13 @@ class LlamaServer:
 
 class _PortInUse(Exception):
     pass
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 # --------------------------------------------------------------------------------------------- child side

@@ -81,8 +81,10 @@ class TeacherConfig:
     (127.0.0.1, localhost) work without the variable being set.
     cache_path: SQLite file of the call cache; None = ``<iterkd cache>/teacher-cache.sqlite``; ":memory:" =
     nothing persists.
-    served_model: a registry name or ``.gguf`` path that iterkd serves itself with ``llama_cpp.server``
-    (``server_*`` settings); excludes ``base_url``.
+    served_model: a registry name or ``.gguf`` path that iterkd serves itself (``LlamaServer``, ``server_*``
+    settings); excludes ``base_url``. server_impl: "auto" (llama.cpp's native llama-server if built, else
+    ``llama_cpp.server``), "native" or "python". server_parallel: requests the native server decodes together
+    (None = ``concurrency``).
     extra_body: extra JSON fields sent with every request (e.g. ``{"min_p": 0}`` for vLLM); part of the
     cache key.
     max_tokens_param: the request field for the token limit ("max_tokens", or "max_completion_tokens" for
@@ -111,6 +113,8 @@ class TeacherConfig:
     server_threads: int | None = None
     server_log: str | None = None
     server_startup_timeout_s: float = 300.0
+    server_impl: str = "auto"
+    server_parallel: int | None = None
     extra_body: dict | None = None
     max_tokens_param: str = "max_tokens"
 
@@ -147,6 +151,10 @@ class TeacherConfig:
             (self.budget_usd is None or self.budget_usd > 0, f"budget_usd must be > 0 (or unset), got {self.budget_usd}"),
             (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}"),
             (self.server_n_ctx >= 256, f"server_n_ctx must be >= 256, got {self.server_n_ctx}"),
+            (self.server_impl in ("auto", "native", "python"),
+             f"server_impl must be auto, native or python, got {self.server_impl!r}"),
+            (self.server_parallel is None or self.server_parallel >= 1,
+             f"server_parallel must be >= 1, got {self.server_parallel}"),
             (self.server_startup_timeout_s > 0, "server_startup_timeout_s must be > 0"),
             (self.max_tokens_param in ("max_tokens", "max_completion_tokens"),
              f"max_tokens_param must be 'max_tokens' or 'max_completion_tokens', got {self.max_tokens_param!r}"),
@@ -313,6 +321,7 @@ class OpenAIChatGenerator(BaseGenerator):
         self.requests_sent = 0
         self.retries = 0
         self.server = None
+        self._cache_model: str | None = None  # what the cache keys on instead of the model name, if set
         self._closed = False
         self._count_lock = threading.Lock()
         try:
@@ -332,8 +341,16 @@ class OpenAIChatGenerator(BaseGenerator):
                     n_threads=config.server_threads,
                     log_path=config.server_log,
                     startup_timeout_s=config.server_startup_timeout_s,
+                    impl=config.server_impl,
+                    parallel=config.server_parallel or config.concurrency,
                 ).start()
                 self.base_url, self.model = self.server.base_url, self.server.model_name
+                path = self.server.model_path
+                if path is not None and str(config.served_model).strip().lower().endswith(".gguf"):
+                    # a file's name says nothing of its weights (every trained student is final.q8_0.gguf):
+                    # key the cache on the file's identity as well
+                    st = Path(path).stat()
+                    self._cache_model = f"{self.model}@{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
             else:
                 self.base_url, self.model = str(config.base_url).rstrip("/"), str(config.model)
             self.name = self.model
@@ -549,7 +566,7 @@ class OpenAIChatGenerator(BaseGenerator):
         for conv in conversations:
             keys = []
             for j in range(per_conv):
-                k = call_key(self.model, conv, skey, j)
+                k = call_key(self._cache_model or self.model, conv, skey, j)
                 if k not in jobs:
                     jobs[k] = _Job(k, conv, j, sample_seed(params.seed, conv, j))
                 keys.append(k)

@@ -5,52 +5,14 @@ package on PyPI (same version as the installed one) and cached under ``$ITERKD_C
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
 from pathlib import Path
 
 from iterkd.errors import UserError
+from iterkd.models.llamacpp_source import converter_dir
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
-
-
-def converter_dir() -> Path:
-    """Directory holding convert_hf_to_gguf.py and its gguf-py/conversion packages (fetched once)."""
-    import llama_cpp
-
-    from iterkd.models.registry import cache_dir
-
-    version = llama_cpp.__version__
-    dest = cache_dir() / "tools" / f"llama.cpp-{version}"
-    if (dest / "convert_hf_to_gguf.py").exists():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-             f"llama-cpp-python=={version}", "-d", tmp],
-            capture_output=True, text=True,
-        )
-        sdists = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
-        if proc.returncode != 0 or not sdists:
-            raise UserError(f"cannot download the llama-cpp-python {version} source package for the GGUF converter: "
-                            f"{proc.stderr.strip()[-300:]}")
-        prefix = f"{sdists[0].name[: -len('.tar.gz')]}/vendor/llama.cpp/"
-        wanted = ("convert_hf_to_gguf.py", "gguf-py/", "conversion/")
-        staged = Path(tmp) / "llama.cpp"
-        with tarfile.open(sdists[0]) as tar:
-            for member in tar.getmembers():
-                rel = member.name[len(prefix):] if member.name.startswith(prefix) else None
-                if rel and rel.startswith(wanted) and (member.isfile() or member.isdir()):
-                    member.name = rel
-                    tar.extract(member, staged, filter="data")
-        if not (staged / "convert_hf_to_gguf.py").exists():
-            raise UserError(f"{sdists[0].name} holds no vendor/llama.cpp/convert_hf_to_gguf.py")
-        os.replace(staged, dest)
-    return dest
 
 
 def export_gguf(model_dir: str | Path, out_file: str | Path | None = None, outtype: str = "q8_0") -> Path:

@@ -1,0 +1,117 @@
+"""llama.cpp's native llama-server (built by `iterkd models build-server` / `make llama-server`): the embedded
+server with parallel slots, its clean shutdown when its owner dies, and `iterkd eval --backend llama-server`.
+
+Runs the real binary with the smallest registry model; skipped when the binary is not built (make test builds
+it first)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("openai")
+pytest.importorskip("llama_cpp")
+
+from iterkd.errors import UserError  # noqa: E402
+from iterkd.models import SamplingParams, load_generator  # noqa: E402
+from iterkd.models.llama_server import LlamaServer  # noqa: E402
+from iterkd.models.llamacpp_source import SERVER_ENV, native_server  # noqa: E402
+
+MODEL = "smollm2-135m-instruct"
+needs_native = pytest.mark.skipif(native_server() is None, reason="llama-server not built (make llama-server)")
+CONVS = [[{"role": "user", "content": f"Write a Python function that returns {k} times its argument."}] for k in range(2, 7)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead too
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ")[-1][0] != "Z"
+
+
+@needs_native
+def test_native_server_serves_parallel_requests_in_order(tmp_path):
+    gen = load_generator(MODEL, backend="llama-server", parallel=3, server_threads=1,
+                         server_log=str(tmp_path / "s.log"))  # fmt: skip
+    try:
+        assert gen.server.binary == native_server()
+        cmd = (tmp_path / "s.log").read_text().splitlines()[0]
+        assert "--parallel 3" in cmd and f"--ctx-size {4096 * 3}" in cmd
+        params = SamplingParams(temperature=0.0, max_tokens=24)
+        out = gen.chat(CONVS, params)
+        assert gen.requests_sent == 5 and len(out) == 5
+        assert all(row[0].completion_tokens > 0 and row[0].prompt_tokens > 0 for row in out)
+        # answers come back in input order: each one is the answer to its own prompt (one at a time agrees
+        # token for token on at least most of them; batched sums may differ in a late token)
+        alone = [gen.chat([c], params)[0][0].text for c in CONVS]
+        assert sum(a == row[0].text for a, row in zip(alone, out)) >= 3
+        assert gen.cache.path is None  # eval answers are not cached (generations.jsonl keeps them)
+        sampled = gen.chat(CONVS[:1], SamplingParams(temperature=0.8, max_tokens=16, seed=3), n=2)
+        assert len(sampled[0]) == 2 and all(c.text for c in sampled[0])
+    finally:
+        gen.close()
+    assert not _alive(gen.server.pid)
+
+
+@needs_native
+def test_native_server_dies_with_its_owner(tmp_path):
+    """SIGKILL the process that started the server: the kernel's parent-death signal stops the server."""
+    code = (
+        "import sys, time\n"
+        "from iterkd.models.llama_server import LlamaServer\n"
+        f"srv = LlamaServer({MODEL!r}, n_threads=1, impl='native', log_path={str(tmp_path / 'o.log')!r}).start()\n"
+        "print(srv.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(owner.stdout.readline())
+        assert _alive(pid)
+        owner.kill()
+        owner.wait()
+        deadline = time.monotonic() + 15
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(pid)
+    finally:
+        owner.kill()
+
+
+def test_native_impl_without_binary_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(SERVER_ENV, str(tmp_path / "nope"))
+    with pytest.raises(UserError, match="ITERKD_LLAMA_SERVER=.*not an executable"):
+        LlamaServer(MODEL, impl="native").start()
+    monkeypatch.delenv(SERVER_ENV)
+    monkeypatch.setenv("ITERKD_CACHE", str(tmp_path / "cache"))  # an empty cache: nothing built there
+    monkeypatch.setattr("iterkd.models.registry.resolve", lambda name: type("R", (), {"path": tmp_path / "m.gguf", "name": name})())
+    with pytest.raises(UserError, match="iterkd models build-server"):
+        LlamaServer(MODEL, impl="native").start()
+    with pytest.raises(UserError, match="unknown impl"):
+        LlamaServer(MODEL, impl="vllm")
+    with pytest.raises(UserError, match="registry model or a .gguf"):
+        load_generator("some/hub-id", backend="llama-server")
+
+
+@needs_native
+def test_eval_with_llama_server_backend(tmp_path):
+    from iterkd.evaluate.run import EvalConfig, run_eval
+
+    out = tmp_path / "ev"
+    cfg = EvalConfig(model=MODEL, benchmark="humaneval", limit=4, backend="llama-server", batch_size=2, max_tokens=96)
+    doc = run_eval(cfg, out, progress=False)
+    assert doc["n_samples"] == 4 and json.loads((out / "generation_config.json").read_text())["backend"] == "llama-server"
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["seconds"] > 0 for r in rows)
+    gen = doc["generation"]
+    assert gen["total_seconds"] == pytest.approx(sum(r["seconds"] for r in rows), abs=0.1)
+    assert gen["total_tokens_per_second"] > 0
+    with pytest.raises(UserError, match="unknown --backend"):
+        EvalConfig(model=MODEL, benchmark="humaneval", backend="openai").validate()
