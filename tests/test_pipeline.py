@@ -61,3 +61,32 @@ def test_stand_end_to_end_then_resume(tmp_path):
 
     again = run_distill(load_distill_config(None, overrides, "stand"), progress=False)
     assert again["train_seconds"] == 0.0 and again["data"] == card and again["trained"] == summary["trained"]
+
+
+@pytest.mark.slow
+def test_shared_stage_dir_reuses_records_and_refuses_other_settings(tmp_path):
+    """Rows of an experiment share stage records: INPD reuses STAND's teacher answers (no new teacher call)."""
+    from iterkd.models.llamacpp_source import native_server
+    from iterkd.pipeline.distill import build_data
+
+    stages = tmp_path / "stages"
+    common = [
+        f"seed_tasks={EASY}", f"stage_dir={stages}", "batch_size=3",
+        "student_sampling={temperature: 0.3, max_tokens: 8, seed: 0}",  # too short to pass: every task is failed
+        f"student_backend={'llama-server' if native_server() else 'auto'}",
+        f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 160, server_threads: 1, cache_path: {tmp_path / 'cache.sqlite'}}}",
+    ]  # fmt: skip
+    stand = load_distill_config(None, common + [f"run_dir={tmp_path / 'a'}"], "stand")
+    card = build_data(stand, Path(stand.run_dir), progress=False)
+    assert card["teacher"]["usage"]["calls"] == 6 and (stages / "teacher_direct.jsonl").exists()
+    (tmp_path / "cache.sqlite").unlink()  # no cache to fall back on: only the stage records can answer
+    inpd = load_distill_config(None, common + [f"run_dir={tmp_path / 'b'}"], "inpd")
+    card = build_data(inpd, Path(inpd.run_dir), progress=False)
+    assert card["teacher"]["usage"]["calls"] == 0 and card["teacher_calls"] == card["failed"] == 6
+    assert (stages / "student_attempts.jsonl").exists() and not (tmp_path / "b" / "data" / "student_attempts.jsonl").exists()
+    assert (tmp_path / "b" / "data" / "train.jsonl").exists()
+    other = load_distill_config(None, common + [f"run_dir={tmp_path / 'c'}", "student_sampling.temperature=0.9"], "persd")
+    with pytest.raises(UserError, match="other settings.*student_sampling"):
+        build_data(other, Path(other.run_dir), progress=False)
+    with pytest.raises(UserError, match="unknown backend"):
+        load_distill_config(None, common + ["run_dir=x", "student_backend=vllm"], "persd")

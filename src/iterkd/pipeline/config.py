@@ -22,6 +22,8 @@ class DistillConfig:
     seed_split: str | None = "train"         # MBPP split (ignored for task files)
     limit: int | None = None                 # only the first N seed tasks
     student: str = "smollm2-135m-instruct"   # registry name, .gguf, model dir or hub id
+    student_backend: str = "auto"            # generation backend for student attempts (llama-server: parallel)
+    stage_dir: str | None = None             # stage records (attempts, teacher answers); None = RUN/data
     sandbox_timeout: float = 3.0             # CPU seconds per program (at least 4x a task's reference time)
     batch_size: int = 8                      # prompts per generation call
     eval_base: bool = True                   # also evaluate the untrained student (before/after table)
@@ -41,6 +43,9 @@ class DistillConfig:
             raise UserError("run_dir is not set (in the config or as run_dir=PATH)")
         if self.limit is not None and self.limit <= 0:
             raise UserError(f"limit must be > 0, got {self.limit}")
+        from iterkd.models.base import canonical_backend
+
+        canonical_backend(self.student_backend)
         for name in SECTIONS:
             if not isinstance(getattr(self, name), dict):
                 raise UserError(f"{name} must be a mapping of settings")

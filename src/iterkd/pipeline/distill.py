@@ -2,6 +2,7 @@
 
     RUN/config.yaml                  the resolved config
     RUN/data/*.jsonl                 stage records (student attempts, teacher answers/repairs), appended per batch
+                                     (or in ``stage_dir``, shared by runs with the same student/teacher settings)
     RUN/data/train.jsonl             the training set (TRL conversational prompt-completion) + data_card.json
     RUN/train/                       TRL checkpoints, train_config.yaml, final/ (the trained student), and
                                      final.q8_0.gguf when eval.export_gguf is set (evaluated with llama.cpp)
@@ -31,10 +32,40 @@ def _train_config(cfg: DistillConfig, run: Path):
     return config_from_dict(values, "train")
 
 
+# Settings that decide what a stage record holds: runs may share a stage_dir only when these agree.
+_STAGE_KEYS = ("seed_tasks", "seed_split", "student", "student_sampling", "sandbox_timeout")
+_TEACHER_KEYS = ("served_model", "base_url", "model", "temperature", "top_p", "max_tokens", "seed", "top_k", "extra_body")
+
+
+def _stage_dir(cfg: DistillConfig, run: Path) -> Path:
+    """Where the stage records live (RUN/data, or a stage_dir shared by runs, e.g. the rows of an experiment);
+    a shared directory remembers the settings that made its records and refuses others."""
+    from iterkd.models.prompts import PROMPT_VERSION
+
+    if not cfg.stage_dir:
+        return run / "data"
+    path = Path(cfg.stage_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    wanted = {k: getattr(cfg, k) for k in _STAGE_KEYS}
+    wanted["teacher"] = {k: cfg.teacher.get(k) for k in _TEACHER_KEYS}
+    wanted["prompt_version"] = PROMPT_VERSION
+    wanted = json.loads(json.dumps(wanted))
+    settings = path / "stage_settings.json"
+    if settings.exists():
+        previous = json.loads(settings.read_text(encoding="utf-8"))
+        if previous != wanted:
+            diff = ", ".join(f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in wanted.items() if previous.get(k) != v)
+            raise UserError(f"stage_dir {path} holds records made with other settings ({diff}); use another stage_dir")
+    else:
+        settings.write_text(json.dumps(wanted, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
 def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     """Student attempts -> feedback -> teacher -> training set; returns the data card."""
     from iterkd.methods import collect, write_dataset
     from iterkd.models import SamplingParams, TeacherConfig, load_generator, load_teacher
+    from iterkd.models.base import canonical_backend
     from iterkd.sandbox import Limits, Sandbox
     from iterkd.tasks import load_tasks
 
@@ -48,12 +79,16 @@ def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     teacher_cfg = TeacherConfig.from_dict(cfg.teacher)
     limits = Limits(timeout_s=cfg.sandbox_timeout)
     began = time.perf_counter()
-    student = load_generator(cfg.student) if cfg.method != "stand" else None
+    stage_dir = _stage_dir(cfg, run)
+    student = None
+    if cfg.method != "stand":
+        kw = {"parallel": cfg.batch_size} if canonical_backend(cfg.student_backend) == "llama-server" else {}
+        student = load_generator(cfg.student, backend=cfg.student_backend, **kw)
     teacher = load_teacher(teacher_cfg)
     try:
         with Sandbox(limits=limits) as sandbox:
             examples, stats = collect(cfg.method, tasks, student, teacher, student_params, teacher_cfg.sampling(),
-                                      sandbox, limits, run / "data", batch_size=cfg.batch_size, progress=progress)
+                                      sandbox, limits, stage_dir, batch_size=cfg.batch_size, progress=progress)
         usage = teacher.as_dict()
     finally:
         teacher.close()
