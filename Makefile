@@ -30,6 +30,7 @@ models: setup
 
 # llama.cpp's native server (batched decoding of parallel requests), built once into the cache (~9 min, 2 cores).
 llama-server: setup
+	@command -v cmake >/dev/null 2>&1 || $(BIN)/python -m pip install -q cmake
 	$(BIN)/iterkd models build-server
 
 # Evaluation only: the default student on HumanEval (all 164 tasks), greedy.

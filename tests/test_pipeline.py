@@ -54,6 +54,10 @@ def test_stand_end_to_end_then_resume(tmp_path):
     assert summary["trained_gguf"] == str(run / "train" / "final.q8_0.gguf")
     gen = json.loads((run / "eval" / "trained" / "easy_tasks" / "generation_config.json").read_text())
     assert gen["model"] == summary["trained_gguf"] and gen["backend"] == "auto"
+    # ... and "before" is the untrained student through the same de-quantise -> export path
+    assert summary["base_gguf"] == str(run / "base-model" / "final.q8_0.gguf")
+    gen = json.loads((run / "eval" / "base" / "easy_tasks" / "generation_config.json").read_text())
+    assert gen["model"] == summary["base_gguf"]
     for key in ("base", "trained"):
         assert summary[key]["easy_tasks"]["n_tasks"] == 6
         assert 0.0 <= summary[key]["easy_tasks"]["pass_at_k"]["pass@1"] <= 1.0

@@ -115,6 +115,7 @@ class LlamaServer:
         extra_args: tuple[str, ...] | list[str] = (),
         parallel: int = 1,
         impl: str = "auto",
+        kv_unified: bool = False,
     ) -> None:
         if impl not in IMPLS:
             raise UserError(f"llama.cpp server: unknown impl {impl!r}; choose one of {', '.join(IMPLS)}")
@@ -133,6 +134,7 @@ class LlamaServer:
         self.verbose = verbose
         self.extra_args = list(extra_args)
         self.parallel = parallel
+        self.kv_unified = kv_unified
         self.impl = impl
         self.binary: Path | None = None  # the native llama-server, when that is what runs
         self.model_name: str = ""
@@ -194,7 +196,9 @@ class LlamaServer:
             cmd = [
                 str(self.binary), "--model", str(self.model_path), "--alias", self.model_name,
                 "--host", self.host, "--port", str(self.port),
-                "--ctx-size", str(self.n_ctx * self.parallel), "--parallel", str(self.parallel), "--kv-unified",
+                "--ctx-size", str(self.n_ctx * self.parallel), "--parallel", str(self.parallel),
+                # one KV stream per slot: with a unified pool every sequence attends over all slots' cells
+                "--kv-unified" if self.kv_unified else "--no-kv-unified",
                 "--threads", str(self.n_threads), "--threads-batch", str(self.n_threads),
                 "--jinja", "--no-webui", "--cont-batching",
             ]  # fmt: skip

@@ -120,9 +120,13 @@ def build_native_server(jobs: int | None = None, progress: bool = True) -> Path:
     existing = server_dir() / "llama-server"
     if existing.is_file():
         return existing
-    for tool in ("cmake", "c++"):
-        if shutil.which(tool) is None:
-            raise UserError(f"building llama-server needs {tool} (Debian: apt-get install cmake g++)")
+    # cmake from the system, or the `cmake` package from PyPI installed into this environment
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    cmake = shutil.which("cmake", path=path)
+    if cmake is None:
+        raise UserError("building llama-server needs cmake (pip install cmake, or apt-get install cmake)")
+    if shutil.which("c++") is None:
+        raise UserError("building llama-server needs a C++ compiler (Debian: apt-get install g++)")
     dest = server_dir()
     dest.parent.mkdir(parents=True, exist_ok=True)
     jobs = jobs or os.cpu_count() or 1
@@ -132,8 +136,8 @@ def build_native_server(jobs: int | None = None, progress: bool = True) -> Path:
         build = src / "build"
         log_path = Path(tmp) / "build.log"
         steps = [
-            ["cmake", "-S", str(src), "-B", str(build), *CMAKE_FLAGS],
-            ["cmake", "--build", str(build), "-j", str(jobs), "--target", "llama-server"],
+            [cmake, "-S", str(src), "-B", str(build), *CMAKE_FLAGS],
+            [cmake, "--build", str(build), "-j", str(jobs), "--target", "llama-server"],
         ]
         with log_path.open("w") as log:
             for cmd in steps:

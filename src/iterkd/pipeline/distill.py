@@ -6,6 +6,8 @@
     RUN/data/train.jsonl             the training set (TRL conversational prompt-completion) + data_card.json
     RUN/train/                       TRL checkpoints, train_config.yaml, final/ (the trained student), and
                                      final.q8_0.gguf when eval.export_gguf is set (evaluated with llama.cpp)
+    RUN/base-model/                  with eval.export_gguf: the untrained student saved and exported the same way,
+                                     so "before" and "after" are measured in one format on one path
     RUN/eval/{base,trained}/BENCH/   iterkd eval directories (samples.jsonl, results.json)
     RUN/summary.json                 before/after pass@1, data counts, teacher tokens and cost, wall times
 
@@ -143,13 +145,20 @@ def run_distill(cfg: DistillConfig, progress: bool = True) -> dict:
     final, train_seconds = train_student(cfg, run)
     summary = {"method": cfg.method, "run_dir": str(run), "data": card, "train_seconds": round(train_seconds, 1),
                "trained_model": str(final)}
+    outtype = cfg.eval.get("export_gguf")  # e.g. q8_0: evaluate through llama.cpp, several times faster on a CPU
     if cfg.eval_base:
-        summary["base"] = evaluate(cfg, cfg.student, run / "eval" / "base", progress)
+        base = cfg.student
+        if outtype:  # the untrained student through the same de-quantise -> export path as the trained one
+            from iterkd.train.export import export_untrained
+
+            base = str(export_untrained(cfg.student, run / "base-model", outtype))
+            summary["base_gguf"] = base
+        summary["base"] = evaluate(cfg, base, run / "eval" / "base", progress)
     trained = str(final)
-    if cfg.eval.get("export_gguf"):  # e.g. q8_0: evaluate through llama.cpp, several times faster on a CPU
+    if outtype:
         from iterkd.train.export import export_gguf
 
-        trained = str(export_gguf(final, outtype=cfg.eval["export_gguf"]))
+        trained = str(export_gguf(final, outtype=outtype))
         summary["trained_gguf"] = trained
     summary["trained"] = evaluate(cfg, trained, run / "eval" / "trained", progress)
     summary["wall_seconds_this_call"] = round(time.perf_counter() - began, 1)

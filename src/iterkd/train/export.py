@@ -5,6 +5,7 @@ package on PyPI (same version as the installed one) and cached under ``$ITERKD_C
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,22 @@ def export_gguf(model_dir: str | Path, out_file: str | Path | None = None, outty
         raise UserError(f"GGUF export of {model_dir} failed: {proc.stderr.strip()[-600:]}")
     os.replace(tmp, out)
     return out
+
+
+def export_untrained(model: str, out_dir: str | Path, outtype: str = "q8_0") -> Path:
+    """The untrained student exactly as training sees it (a GGUF student de-quantised by transformers), saved to
+    ``out_dir/final`` and exported like a trained one: the fair "before" model when trained students are
+    evaluated from their exported GGUF (same format, same llama.cpp path). Skips what exists; returns the GGUF."""
+    from iterkd.train.config import TrainConfig
+    from iterkd.train.sft import load_model_and_tokenizer
+
+    final = Path(out_dir) / "final"
+    if not (final / "config.json").exists():
+        net, tokenizer, _ = load_model_and_tokenizer(TrainConfig(model=model, train_file="-", output_dir=str(out_dir)))
+        tmp = final.with_name("final.tmp")
+        net.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        if final.exists():  # left without config.json by an interrupted save
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    return export_gguf(final, outtype=outtype)

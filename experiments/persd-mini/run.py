@@ -1,0 +1,180 @@
+"""The miniature PERsD experiment (issue 4): every row, resumable, then results.md.
+
+    python experiments/persd-mini/run.py [--rows stand,persd] [--collect-only]
+    python experiments/persd-mini/run.py --smoke /tmp/smoke   # a few tasks per row, into /tmp (checks the wiring)
+
+Each row runs into runs/persd-mini/<row>/ (models and checkpoints: not committed) and copies what anyone needs
+to check it into experiments/persd-mini/<row>/: the samples files (evalplus format, re-score with
+`iterkd check`), results, the training set, its data card, the resolved config and the row's wall time.
+Rerunning skips finished work (stage records, teacher cache, checkpoints, generations); wall.json adds up the
+time of every call that did work for the row.
+
+Rows: base (the untrained student, exported like the trained ones), stand, inpd, persd, persd-refine,
+persd-combine, persd-combine-third (PERsD-combine on the first third of the seed tasks: a third of STAND's
+teacher calls), persd-combine-repair2 (the persd-combine student with 2 steps of multi-step repair at test time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+RUNS = ROOT / "runs" / "persd-mini"
+OUT = HERE
+SET: list[str] = []  # overrides for every row (--smoke)
+CONFIG = HERE / "config.yaml"
+BENCHES = ("humaneval", "mbpp")
+
+# row -> (method, config overrides); base and the repair row are evaluations of other rows' models
+ROWS: dict[str, tuple[str, list[str]]] = {
+    "base": ("", []),
+    "stand": ("stand", []),
+    "inpd": ("inpd", []),
+    "persd": ("persd", []),
+    "persd-refine": ("persd-refine", []),
+    "persd-combine": ("persd-combine", []),
+    "persd-combine-third": ("persd-combine", ["limit=125"]),
+    "persd-combine-repair2": ("", []),
+}
+
+
+def _config(method: str, row: str, extra: list[str]):
+    from iterkd.pipeline import load_distill_config
+
+    return load_distill_config(CONFIG, [f"run_dir={RUNS / row}", *SET, *extra], method or "persd-combine")
+
+
+def _timed(row: str, fn):
+    """Run fn, adding its wall time to <row>/wall.json (only calls that did work count: a finished row's rerun
+    takes seconds)."""
+    began = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - began
+    path = OUT / row / "wall.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = json.loads(path.read_text()) if path.exists() else {"calls": []}
+    if seconds > 30:
+        doc["calls"].append({"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(seconds, 1)})
+    doc["seconds"] = round(sum(c["seconds"] for c in doc["calls"]), 1)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return result
+
+
+def _evaluate(cfg, model: str, out: Path, repair_steps: int = 0) -> None:
+    from iterkd.evaluate.run import EvalConfig, run_eval
+
+    settings = {k: v for k, v in cfg.eval.items() if k not in ("benchmarks", "export_gguf")}
+    for bench in BENCHES:
+        run_eval(EvalConfig(model=model, benchmark=bench, repair_steps=repair_steps, **settings), out / bench)
+
+
+def run_row(row: str) -> None:
+    method, extra = ROWS[row]
+    cfg = _config(method, row, extra)
+    if row == "base":
+        from iterkd.train.export import export_untrained
+
+        def base():
+            gguf = export_untrained(cfg.student, RUNS / row / "base-model", cfg.eval["export_gguf"])
+            _evaluate(cfg, str(gguf), RUNS / row / "eval" / "trained")
+
+        _timed(row, base)
+    elif row == "persd-combine-repair2":
+        gguf = RUNS / "persd-combine" / "train" / f"final.{cfg.eval['export_gguf']}.gguf"
+        if not gguf.exists():
+            print(f"{row}: needs the persd-combine row first", file=sys.stderr)
+            return
+        _timed(row, lambda: _evaluate(cfg, str(gguf), RUNS / row / "eval" / "trained", repair_steps=2))
+    else:
+        from iterkd.pipeline import run_distill
+
+        _timed(row, lambda: run_distill(cfg))
+    collect_row(row)
+
+
+def collect_row(row: str) -> None:
+    """Copy the row's checkable artifacts from runs/ into experiments/persd-mini/<row>/."""
+    run, dest = RUNS / row, OUT / row
+    dest.mkdir(parents=True, exist_ok=True)
+    copies = {f"eval/trained/{b}/samples.jsonl": f"{b}.samples.jsonl" for b in BENCHES}
+    copies.update({f"eval/trained/{b}/results.json": f"{b}.results.json" for b in BENCHES})
+    copies.update({"data/train.jsonl": "train.jsonl", "data/data_card.json": "data_card.json",
+                   "summary.json": "summary.json", "config.yaml": "config.yaml",
+                   "train/train_summary.json": "train_summary.json"})  # fmt: skip
+    for src, name in copies.items():
+        if (run / src).exists():
+            shutil.copy2(run / src, dest / name)
+
+
+def _pass(row_dir: Path, bench: str) -> str:
+    path = row_dir / f"{bench}.results.json"
+    if not path.exists():
+        return "-"
+    doc = json.loads(path.read_text())
+    passed = sum(s["passed"] for s in doc["samples"])
+    text = f"{100 * doc['pass_at_k']['pass@1']:.2f} ({passed}/{doc['n_samples']})"
+    steps = doc.get("repair_steps")
+    if steps:
+        text += " [steps: " + " -> ".join(f"{100 * s['pass_at_k']['pass@1']:.2f}" for s in steps) + "]"
+    return text
+
+
+def results_table() -> str:
+    head = ["row", "HumanEval pass@1 % (passed)", "MBPP test pass@1 % (passed)", "training examples",
+            "teacher tokens (prompt + completion)", "wall time"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in ROWS:
+        d = OUT / row
+        card = json.loads((d / "data_card.json").read_text()) if (d / "data_card.json").exists() else {}
+        wall = json.loads((d / "wall.json").read_text())["seconds"] if (d / "wall.json").exists() else None
+        tokens = (f"{card['teacher_prompt_tokens']:,} + {card['teacher_completion_tokens']:,}" if card else "-")
+        cells = [row, _pass(d, "humaneval"), _pass(d, "mbpp"), str(card.get("examples", "-")), tokens,
+                 f"{wall / 60:.0f} min" if wall else "-"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows (default: all, in order)")
+    parser.add_argument("--collect-only", action="store_true", help="only copy artifacts and print the table")
+    parser.add_argument("--smoke", metavar="DIR", help="tiny run of every row into DIR (runs, stages, cache, table)")
+    args = parser.parse_args()
+    os.chdir(ROOT)  # the config's paths are relative to the repository
+    global RUNS, OUT
+    if args.smoke:
+        smoke = Path(args.smoke).resolve()
+        RUNS, OUT = smoke / "runs", smoke / "out"
+        SET.extend([f"stage_dir={smoke / 'stages'}", f"teacher.cache_path={smoke / 'cache.sqlite'}", "limit=6",
+                    "train.max_steps=2", "eval.limit=3", "eval.max_tokens=128", "student_sampling.max_tokens=128",
+                    "teacher.max_tokens=256", "teacher.served_model=qwen2.5-coder-0.5b-instruct"])  # fmt: skip
+        ROWS["persd-combine-third"] = ("persd-combine", ["limit=2"])
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        sys.exit(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    for row in rows:
+        if args.collect_only:
+            collect_row(row)
+        else:
+            from iterkd.errors import UserError
+
+            print(f"== {row}", flush=True)
+            try:
+                run_row(row)
+            except UserError as e:  # e.g. no passing teacher repairs: report it, go on with the other rows
+                print(f"{row}: {e}", file=sys.stderr)
+    table = results_table()
+    (OUT / "table.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
