@@ -60,6 +60,21 @@ def test_prompts_carry_code_and_error():
     assert "Your previous code" in student and "def f(x)" in student
 
 
+def test_teacher_can_see_the_reference_solution():
+    import dataclasses
+
+    from iterkd.errors import UserError
+
+    task = load_mbpp("train")[0]
+    msgs = repair_messages(task, "def f(x):\n    return x\n", "INPUT: f(1)", reference=task.canonical_solution)
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
+    assert task.canonical_solution.strip() in msgs[1]["content"] and msgs[1]["content"].startswith("```python")
+    assert msgs[2] == repair_messages(task, "def f(x):\n    return x\n", "INPUT: f(1)")[0]
+    bare = dataclasses.replace(task, canonical_solution=None)
+    with pytest.raises(UserError, match="1 seed tasks have no canonical_solution"):
+        collect("persd", [bare], None, None, None, None, None, None, None, teacher_sees_reference=True)
+
+
 def test_decontamination_catches_benchmark_tasks():
     test_task = load_mbpp("test")[5]
     assert is_contaminated(test_task.prompt)

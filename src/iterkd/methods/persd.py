@@ -17,6 +17,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from iterkd.errors import UserError
 from iterkd.methods.decontam import is_contaminated
 from iterkd.methods.prompts import code_answer, direct_messages, refine_messages, repair_messages
 from iterkd.methods.stage import Request, run_stage
@@ -80,10 +81,17 @@ def collect(
     data_dir: Path,
     batch_size: int = 8,
     progress: bool = True,
+    teacher_sees_reference: bool = False,
 ) -> tuple[list[dict], DataStats]:
-    """Run the stages ``method`` needs and return its training examples and counts."""
+    """Run the stages ``method`` needs and return its training examples and counts. ``teacher_sees_reference``:
+    repairs are asked with the task's reference solution in context (tasks without one: UserError)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}")
+    if teacher_sees_reference:
+        missing = [t.task_id for t in tasks if not t.canonical_solution]
+        if missing:
+            raise UserError(f"teacher_sees_reference: {len(missing)} seed tasks have no canonical_solution "
+                            f"(first: {missing[0]})")
     stats = DataStats(method=method, seed_tasks=len(tasks))
     clean = [t for t in tasks if not is_contaminated(t.prompt, t.canonical_solution or "")]
     stats.dropped_contaminated = len(tasks) - len(clean)
@@ -109,7 +117,8 @@ def collect(
         name, file = "teacher-direct", "teacher_direct.jsonl"
     else:
         requests = [
-            Request(t.task_id, t, repair_messages(t, attempts[t.task_id]["code"], attempts[t.task_id]["feedback"]))
+            Request(t.task_id, t, repair_messages(t, attempts[t.task_id]["code"], attempts[t.task_id]["feedback"],
+                                                  t.canonical_solution if teacher_sees_reference else None))
             for t in failed
         ]
         name, file = "teacher-repair", "teacher_repair.jsonl"

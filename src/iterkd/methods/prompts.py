@@ -20,6 +20,9 @@ Teacher repair (PERsD; after the PD code's rectification prompt, one user turn):
     ERROR:
     {feedback}
 
+With ``teacher_sees_reference`` the teacher first "answered" the task with its reference solution (the PD
+code's v1 prompt: its gold code is injected as the assistant's first turn), then gets the request above.
+
 Student refinement (PERsD-refine training and multi-step inference; same text in both): see
 ``iterkd.models.prompts.refine_messages``.
 """
@@ -48,9 +51,14 @@ def direct_messages(task) -> list[dict]:
     return user(build_user_prompt(task))
 
 
-def repair_messages(task, code: str, feedback: str) -> list[dict]:
-    """The teacher is asked to repair the student's code, staying close to it."""
-    return user(TEACHER_REPAIR.format(task=build_user_prompt(task), code=code.strip(), feedback=feedback.strip()))
+def repair_messages(task, code: str, feedback: str, reference: str | None = None) -> list[dict]:
+    """The teacher is asked to repair the student's code, staying close to it. With ``reference`` (the task's
+    reference solution) the PD code's default two-turn form is used: the task, the reference as the teacher's
+    own earlier answer, then the repair request -- the teacher fixes the student's code knowing a solution."""
+    ask = TEACHER_REPAIR.format(task=build_user_prompt(task), code=code.strip(), feedback=feedback.strip())
+    if reference is None:
+        return user(ask)
+    return [*direct_messages(task), {"role": "assistant", "content": code_answer(reference)}, *user(ask)]
 
 
 def code_answer(code: str) -> str:

@@ -24,6 +24,7 @@ class DistillConfig:
     student: str = "smollm2-135m-instruct"   # registry name, .gguf, model dir or hub id
     student_backend: str = "auto"            # generation backend for student attempts (llama-server: parallel)
     stage_dir: str | None = None             # stage records (attempts, teacher answers); None = RUN/data
+    teacher_sees_reference: bool = False     # PERsD repairs with the task's reference solution in context (PD code)
     sandbox_timeout: float = 3.0             # CPU seconds per program (at least 4x a task's reference time)
     batch_size: int = 8                      # prompts per generation call
     eval_base: bool = True                   # also evaluate the untrained student (before/after table)

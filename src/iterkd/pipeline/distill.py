@@ -35,7 +35,7 @@ def _train_config(cfg: DistillConfig, run: Path):
 
 
 # Settings that decide what a stage record holds: runs may share a stage_dir only when these agree.
-_STAGE_KEYS = ("seed_tasks", "seed_split", "student", "student_sampling", "sandbox_timeout")
+_STAGE_KEYS = ("seed_tasks", "seed_split", "student", "student_sampling", "sandbox_timeout", "teacher_sees_reference")
 _TEACHER_KEYS = ("served_model", "base_url", "model", "temperature", "top_p", "max_tokens", "seed", "top_k", "extra_body")
 
 
@@ -90,7 +90,8 @@ def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     try:
         with Sandbox(limits=limits) as sandbox:
             examples, stats = collect(cfg.method, tasks, student, teacher, student_params, teacher_cfg.sampling(),
-                                      sandbox, limits, stage_dir, batch_size=cfg.batch_size, progress=progress)
+                                      sandbox, limits, stage_dir, batch_size=cfg.batch_size, progress=progress,
+                                      teacher_sees_reference=cfg.teacher_sees_reference)
         usage = teacher.as_dict()
     finally:
         teacher.close()
