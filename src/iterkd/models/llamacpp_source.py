@@ -156,16 +156,18 @@ def build_native_server(jobs: int | None = None, progress: bool = True) -> Path:
 def _run_logged(cmd: list[str], log, progress: bool) -> None:
     """Run a build step; its output goes to ``log`` and CMake's ``[ NN%]`` lines to stderr when ``progress``."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tty = sys.stderr.isatty()
     tail: list[str] = []
-    last = ""
+    last = -1
     for line in proc.stdout:
         log.write(line)
         tail = (tail + [line.rstrip()])[-15:]
-        pct = line[:6] if line.startswith("[") and "%]" in line[:7] else ""
-        if progress and pct and pct != last:
-            last = pct
-            print(f"\rbuilding llama-server {pct.strip('[] ')}", end="", file=sys.stderr, flush=True)
+        pct = line[1:4].strip() if line.startswith("[") and "%]" in line[:7] else ""
+        if progress and pct.isdigit() and int(pct) != last and (tty or int(pct) // 10 != last // 10):
+            last = int(pct)
+            start, end = ("\r", "") if tty else ("", "\n")  # a log file gets one line per 10%
+            print(f"{start}building llama-server {last}%", end=end, file=sys.stderr, flush=True)
     if proc.wait() != 0:
         raise UserError(f"llama-server build step failed ({' '.join(cmd[:3])} ...):\n" + "\n".join(tail))
-    if progress and last:
+    if progress and tty and last >= 0:
         print(file=sys.stderr)
