@@ -115,3 +115,17 @@ def test_eval_with_llama_server_backend(tmp_path):
     assert gen["total_tokens_per_second"] > 0
     with pytest.raises(UserError, match="unknown --backend"):
         EvalConfig(model=MODEL, benchmark="humaneval", backend="openai").validate()
+
+
+def test_build_step_runner_logs_output_and_reports_failures(tmp_path, capfd):
+    from iterkd.models.llamacpp_source import _run_logged
+
+    script = "for i in 5 12 19 33 100; do printf '[%3d%%] Building x%d\\n' $i $i; done"  # CMake's format
+    with (tmp_path / "b.log").open("w") as log:
+        _run_logged(["sh", "-c", script], log, progress=True)
+    assert "[ 33%] Building x33" in (tmp_path / "b.log").read_text()
+    err = capfd.readouterr().err  # not a terminal: one line per 10%
+    assert err.splitlines() == ["building llama-server 5%", "building llama-server 12%", "building llama-server 33%",
+                                "building llama-server 100%"]  # fmt: skip
+    with (tmp_path / "c.log").open("w") as log, pytest.raises(UserError, match="build step failed(.|\n)*broken"):
+        _run_logged(["sh", "-c", "echo broken; exit 3"], log, progress=False)
