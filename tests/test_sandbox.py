@@ -310,37 +310,13 @@ def test_isolation_none_warns_and_bwrap_missing_raises(tmp_path):
             Sandbox(workers=1, isolation="bwrap")
 
 
-def _readable_by_nobody(src: str) -> str:
-    """``src``, or a world-readable copy of its iterkd package when a parent directory shuts others out (e.g. a
-    checkout in a ``mktemp -d`` directory, mode 0700); the copy is removed at exit."""
-    import atexit
-    import shutil
-    import stat
-    import tempfile
-
-    parts = src.split(os.sep)
-    dirs = [os.sep.join(parts[:i]) or os.sep for i in range(1, len(parts) + 1)]
-    if all(os.stat(d).st_mode & stat.S_IXOTH for d in dirs):
-        return src
-    pub = tempfile.mkdtemp(prefix="iterkd-src-")
-    os.chmod(pub, 0o755)
-    shutil.copytree(os.path.join(src, "iterkd"), os.path.join(pub, "iterkd"), ignore=shutil.ignore_patterns("__pycache__"))
-    for root, subdirs, files in os.walk(pub):
-        for name in subdirs:
-            os.chmod(os.path.join(root, name), 0o755)
-        for name in files:
-            os.chmod(os.path.join(root, name), 0o644)
-    atexit.register(shutil.rmtree, pub, True)
-    return pub
-
-
 @pytest.mark.skipif(not ROOT or not os.path.exists("/usr/bin/setpriv"), reason="needs root and setpriv")
 def test_non_root_without_bwrap_refuses():
     import shutil
 
     if shutil.which("bwrap"):
         pytest.skip("bwrap installed: non-root would use it")
-    src = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "src"))
+    src = _readable_by_nobody(os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "src")))
     code = ("from iterkd.sandbox import Sandbox, SandboxError\n"
             "try:\n    Sandbox(workers=1)\nexcept SandboxError as e:\n    print('REFUSED', e)\n")
     py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable

@@ -75,3 +75,14 @@ def test_task_file_round_trip_and_errors(tmp_path):
         load_task_file(tmp_path / "missing.jsonl")
     with pytest.raises(UserError, match="unknown benchmark"):
         load_tasks("apps")
+
+
+def test_pin_settings_refuses_other_settings(tmp_path):
+    from iterkd.errors import UserError
+    from iterkd.tasks.loaders import pin_settings
+
+    path = tmp_path / "run" / "settings.json"
+    pin_settings(path, {"model": "m", "stop": ("a",)}, "run", "use another --out")
+    pin_settings(path, {"model": "m", "stop": ["a"]}, "run", "use another --out")  # a tuple reads back as a list
+    with pytest.raises(UserError, match=r"run holds outputs made with other settings \(model: 'm' -> 'n'\); use another --out"):
+        pin_settings(path, {"model": "n", "stop": ["a"]}, "run", "use another --out")

@@ -14,7 +14,7 @@ from pathlib import Path
 from iterkd.errors import UserError
 from iterkd.evaluate.samples import humaneval_completion, write_samples
 from iterkd.tasks import Task
-from iterkd.tasks.loaders import read_progress_log
+from iterkd.tasks.loaders import pin_settings, read_progress_log
 
 
 @dataclass
@@ -37,16 +37,7 @@ class GenerationSettings:
 
 
 def _check_settings(out: Path, settings: GenerationSettings) -> None:
-    path = out / "generation_config.json"
-    wanted = asdict(settings)
-    if path.exists():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != wanted:
-            diff = ", ".join(f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in wanted.items() if previous.get(k) != v)
-            raise UserError(f"{out} holds generations made with other settings ({diff}); use another --out")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(wanted, indent=1) + "\n", encoding="utf-8")
+    pin_settings(out / "generation_config.json", asdict(settings), str(out), "use another --out")
 
 
 def server_kw(backend: str, batch_size: int) -> dict:

