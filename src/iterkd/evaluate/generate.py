@@ -11,7 +11,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from iterkd.errors import UserError
 from iterkd.evaluate.samples import humaneval_completion, write_samples
 from iterkd.tasks import Task
 from iterkd.tasks.loaders import pin_settings, read_progress_log

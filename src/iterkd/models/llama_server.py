@@ -18,8 +18,9 @@ few tokens (batched matrix products sum in another order); the teacher cache kee
         srv.model_name   # the name to send as ``model`` (the registry name or the GGUF file's stem)
 
 The model is a registry name (fetched if missing) or a ``.gguf`` path. Settings: ``n_ctx`` 4096 per request
-(the native server gets ``n_ctx * parallel`` as one KV pool shared by its slots), threads = CPU count, chat format = the GGUF's own template (``tokenizer.chat_template``; llama-cpp-python's default
-when no ``chat_format`` is given). The server's output goes to ``log_path`` (default: a temporary file,
+(the native server: ``n_ctx`` per slot, one KV stream each), threads = ``$ITERKD_THREADS`` or the CPU count,
+chat format = the GGUF's own template (``tokenizer.chat_template``; llama-cpp-python's default when no
+``chat_format`` is given). The server's output goes to ``log_path`` (default: a temporary file,
 deleted by ``stop`` unless the server crashed); when the server dies or is not ready in time, the
 ``UserError`` quotes the tail of that log.
 
@@ -91,12 +92,14 @@ def tail(path: str | Path | None, lines: int = 20, max_chars: int = 4000) -> str
 
 
 class LlamaServer:
-    """A ``llama_cpp.server`` child process serving one GGUF model (see the module docstring).
+    """A llama.cpp server child process serving one GGUF model (see the module docstring).
 
-    model: registry name or ``.gguf`` path. port: None = a free port. n_threads: None = ``$ITERKD_THREADS`` or the CPU count.
-    extra_bufts: None = off on AMX CPUs, on elsewhere. log_path: None = a temporary file. chat_format: None =
-    the GGUF's template. startup_timeout_s: deadline for ``/v1/models`` to answer. extra_args: more
-    ``llama_cpp.server`` command-line arguments.
+    model: registry name or ``.gguf`` path. port: None = a free port. n_threads: None = ``$ITERKD_THREADS`` or
+    the CPU count. extra_bufts: None = off on AMX CPUs, on elsewhere. log_path: None = a temporary file.
+    chat_format: None = the GGUF's template (python server only). startup_timeout_s: deadline for
+    ``/v1/models`` to answer. extra_args: more command-line arguments for the server. parallel: slots of the
+    native server (requests decoded together). impl: "auto", "native" or "python". kv_unified: one KV pool
+    shared by the native server's slots instead of one stream per slot (slower for many long answers).
     """
 
     def __init__(
