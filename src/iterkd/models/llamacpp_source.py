@@ -4,8 +4,9 @@ installed ``llama_cpp``), cached under ``$ITERKD_CACHE/tools``:
 * ``converter_dir()``: ``convert_hf_to_gguf.py`` and its packages (GGUF export of trained students);
 * ``native_server()`` / ``build_native_server()``: llama.cpp's C++ ``llama-server``, built here with CMake.
   Unlike ``llama_cpp.server`` (one request at a time) it decodes several requests together (``--parallel``
-  slots, continuous batching): on a 2-core CPU 8 parallel greedy streams of Qwen2.5-Coder-1.5B produce about
-  2.5x the tokens per second of one stream (``llama-batched-bench``, 2026-11-25). It is built for this CPU
+  slots, continuous batching): on a 2-core CPU 8 parallel greedy streams of Qwen2.5-Coder-1.5B produce 1.9x
+  the tokens per second of one in-process stream (0.5B: 1.8x; SmolLM2-135M: no gain; bench/generation_speed.py,
+  2026-11-25). It is built for this CPU
   (``GGML_NATIVE``), so the cache directory is not portable between machines of different CPU families.
 
     iterkd models build-server      # or: make llama-server (about 9 minutes on 2 cores)
