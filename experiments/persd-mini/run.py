@@ -1,6 +1,6 @@
 """The miniature PERsD experiment (issue 4): every row, resumable, then results.md.
 
-    python experiments/persd-mini/run.py [--rows stand,persd] [--collect-only]
+    python experiments/persd-mini/run.py [--rows stand,persd] [--collect-only] [--data-only]
     python experiments/persd-mini/run.py --smoke /tmp/smoke   # a few tasks per row, into /tmp (checks the wiring)
 
 Each row runs into runs/persd-mini/<row>/ (models and checkpoints: not committed) and copies what anyone needs
@@ -12,6 +12,9 @@ time of every call that did work for the row.
 Rows: base (the untrained student, exported like the trained ones), stand, inpd, persd, persd-refine,
 persd-combine, persd-combine-third (PERsD-combine on the first third of the seed tasks: a third of STAND's
 teacher calls), persd-combine-repair2 (the persd-combine student with 2 steps of multi-step repair at test time).
+
+`--data-only` builds only the training sets (student attempts, teacher answers and repairs: the expensive,
+irreplaceable part, committed as stage records and teacher cache) so that they land before any training starts.
 """
 
 from __future__ import annotations
@@ -75,9 +78,18 @@ def _evaluate(cfg, model: str, out: Path, repair_steps: int = 0) -> None:
         run_eval(EvalConfig(model=model, benchmark=bench, repair_steps=repair_steps, **settings), out / bench)
 
 
-def run_row(row: str) -> None:
+def run_row(row: str, data_only: bool = False) -> None:
     method, extra = ROWS[row]
     cfg = _config(method, row, extra)
+    if data_only:
+        if method:
+            from iterkd.pipeline.distill import build_data
+
+            run = RUNS / row
+            run.mkdir(parents=True, exist_ok=True)
+            _timed(row, lambda: build_data(cfg, run, progress=True))
+            collect_row(row)
+        return
     if row == "base":
         from iterkd.train.export import export_untrained
 
@@ -145,6 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows (default: all, in order)")
     parser.add_argument("--collect-only", action="store_true", help="only copy artifacts and print the table")
+    parser.add_argument("--data-only", action="store_true", help="only build the rows' training sets (teacher work)")
     parser.add_argument("--smoke", metavar="DIR", help="tiny run of every row into DIR (runs, stages, cache, table)")
     args = parser.parse_args()
     os.chdir(ROOT)  # the config's paths are relative to the repository
@@ -168,7 +181,7 @@ def main() -> None:
 
             print(f"== {row}", flush=True)
             try:
-                run_row(row)
+                run_row(row, data_only=args.data_only)
             except UserError as e:  # e.g. no passing teacher repairs: report it, go on with the other rows
                 print(f"{row}: {e}", file=sys.stderr)
     table = results_table()
