@@ -75,6 +75,46 @@ def test_teacher_can_see_the_reference_solution():
         collect("persd", [bare], None, None, None, None, None, None, None, teacher_sees_reference=True)
 
 
+class _ReferenceAnswers:
+    """Answers every task with its reference solution and records how many prompts each call carried (the
+    stage's queueing is under test here; the real servers are exercised in the slow tests below)."""
+
+    backend = "scripted"
+
+    def __init__(self, tasks, concurrent_requests):
+        self.by_prompt = {t.prompt: t.canonical_solution for t in tasks}
+        self.concurrent_requests = concurrent_requests
+        self.calls: list[int] = []
+
+    def chat(self, conversations, params, n=1):
+        from iterkd.models.base import Completion
+
+        self.calls.append(len(conversations))
+        answers = []
+        for conv in conversations:
+            code = next(c for p, c in self.by_prompt.items() if p in conv[-1]["content"])
+            answers.append([Completion(f"```python\n{code}\n```", 10, 5, "stop")])
+        return answers
+
+
+def test_stage_keeps_a_concurrent_backend_queued_and_resumes(tmp_path):
+    from iterkd.methods.prompts import direct_messages
+    from iterkd.methods.stage import Request, run_stage
+    from iterkd.models import SamplingParams
+
+    tasks = load_mbpp("train")[:20]
+    requests = [Request(t.task_id, t, direct_messages(t)) for t in tasks]
+    gen = _ReferenceAnswers(tasks, concurrent_requests=3)
+    path = tmp_path / "stage.jsonl"
+    with Sandbox(workers=2) as box:
+        recs = run_stage("s", gen, requests, SamplingParams(), box, Limits(), path, batch_size=2, progress=False)
+        assert gen.calls == [12, 8]  # 4 x 3 slots per call, not batch_size 2
+        assert all(r["passed"] for r in recs.values()) and len(path.read_text().splitlines()) == 20
+        again = _ReferenceAnswers(tasks, concurrent_requests=1)
+        assert run_stage("s", again, requests, SamplingParams(), box, Limits(), path, batch_size=2,
+                         progress=False) == recs and again.calls == []
+
+
 def test_decontamination_catches_benchmark_tasks():
     test_task = load_mbpp("test")[5]
     assert is_contaminated(test_task.prompt)

@@ -34,7 +34,10 @@ def run_stage(
     batch_size: int = 8,
     progress: bool = True,
 ) -> dict[str, dict]:
-    """Generate one answer per request, verify each against its task's tests; return records by key."""
+    """Generate one answer per request, verify each against its task's tests; return records by key.
+
+    Requests go to the generator ``batch_size`` at a time, or 4x its ``concurrent_requests`` for a server or
+    API client (more queued than slots keeps every slot busy while the longest answer of a batch finishes)."""
     from tqdm import tqdm
 
     from iterkd.models import sanitize
@@ -45,8 +48,9 @@ def run_stage(
     if todo:
         bar = tqdm(total=len(todo), desc=name, unit="task", disable=not progress)
         with path.open("a", encoding="utf-8") as fh:
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start : start + batch_size]
+            chunk = max(batch_size, 4 * getattr(generator, "concurrent_requests", 1))
+            for start in range(0, len(todo), chunk):
+                batch = todo[start : start + chunk]
                 outs = generator.chat([r.messages for r in batch], params, n=1)
                 codes = [sanitize(o[0].text, r.task) for r, o in zip(batch, outs)]
                 verdicts = sandbox.map([job_for(r.task, c, limits) for r, c in zip(batch, codes)])

@@ -101,6 +101,9 @@ class BaseGenerator:
 
     name: str = ""
     backend: str = ""
+    # requests the backend works on at once (a server's slots, a client's threads): callers keep more than this
+    # queued so that no slot waits for the slowest answer of a batch
+    concurrent_requests: int = 1
 
     def __init__(self) -> None:
         self.stats = GenStats()

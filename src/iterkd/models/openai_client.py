@@ -364,6 +364,7 @@ class OpenAIChatGenerator(BaseGenerator):
             self.close()
             raise
         self._pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="iterkd-teacher")
+        self.concurrent_requests = config.concurrency
 
     # ----------------------------------------------------------------------------------------- helpers
 
