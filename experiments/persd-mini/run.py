@@ -1,6 +1,7 @@
 """The miniature PERsD experiment (issue 4): every row, resumable, then results.md.
 
     python experiments/persd-mini/run.py [--rows stand,persd] [--collect-only] [--data-only]
+    python experiments/persd-mini/run.py --tune lr2e-4 --set train.learning_rate=2e-4 --rows stand,persd-combine
     python experiments/persd-mini/run.py --smoke /tmp/smoke   # a few tasks per row, into /tmp (checks the wiring)
 
 Each row runs into runs/persd-mini/<row>/ (models and checkpoints: not committed) and copies what anyone needs
@@ -12,6 +13,10 @@ time of every call that did work for the row.
 Rows: base (the untrained student, exported like the trained ones), stand, inpd, persd, persd-refine,
 persd-combine, persd-combine-third (PERsD-combine on the first third of the seed tasks: a third of STAND's
 teacher calls), persd-combine-repair2 (the persd-combine student with 2 steps of multi-step repair at test time).
+
+Every row is also scored on the MBPP validation split (ids 511-600, 90 tasks): hyper-parameters are chosen there,
+never on the test sets. `--tune NAME --set key=value ...` trains rows with other settings into
+runs/persd-mini/tune/NAME/ and scores them on the validation split only (table: experiments/persd-mini/tune/NAME/).
 
 `--data-only` builds only the training sets (student attempts, teacher answers and repairs: the expensive,
 irreplaceable part, committed as stage records and teacher cache) so that they land before any training starts.
@@ -33,7 +38,9 @@ RUNS = ROOT / "runs" / "persd-mini"
 OUT = HERE
 SET: list[str] = []  # overrides for every row (--smoke)
 CONFIG = HERE / "config.yaml"
-BENCHES = ("humaneval", "mbpp")
+BENCHES = ("humaneval", "mbpp")  # test sets (MBPP: ids 11-510)
+VALIDATION = "mbpp-validation"  # MBPP ids 511-600: for choosing hyper-parameters
+TUNING = False  # --tune: validation only
 
 # row -> (method, config overrides); base and the repair row are evaluations of other rows' models
 ROWS: dict[str, tuple[str, list[str]]] = {
@@ -74,8 +81,17 @@ def _evaluate(cfg, model: str, out: Path, repair_steps: int = 0) -> None:
     from iterkd.evaluate.run import EvalConfig, run_eval
 
     settings = {k: v for k, v in cfg.eval.items() if k not in ("benchmarks", "export_gguf")}
-    for bench in BENCHES:
+    for bench in () if TUNING else BENCHES:
         run_eval(EvalConfig(model=model, benchmark=bench, repair_steps=repair_steps, **settings), out / bench)
+    _validate(cfg, model, out, repair_steps)
+
+
+def _validate(cfg, model: str, out: Path, repair_steps: int = 0) -> None:
+    from iterkd.evaluate.run import EvalConfig, run_eval
+
+    settings = {k: v for k, v in cfg.eval.items() if k not in ("benchmarks", "export_gguf", "split")}
+    run_eval(EvalConfig(model=model, benchmark="mbpp", split="validation", repair_steps=repair_steps, **settings),
+             out / VALIDATION)
 
 
 def run_row(row: str, data_only: bool = False) -> None:
@@ -107,7 +123,11 @@ def run_row(row: str, data_only: bool = False) -> None:
     else:
         from iterkd.pipeline import run_distill
 
-        _timed(row, lambda: run_distill(cfg))
+        def distill():
+            summary = run_distill(cfg)
+            _validate(cfg, summary.get("trained_gguf") or summary["trained_model"], RUNS / row / "eval" / "trained")
+
+        _timed(row, distill)
     collect_row(row)
 
 
@@ -115,8 +135,8 @@ def collect_row(row: str) -> None:
     """Copy the row's checkable artifacts from runs/ into experiments/persd-mini/<row>/."""
     run, dest = RUNS / row, OUT / row
     dest.mkdir(parents=True, exist_ok=True)
-    copies = {f"eval/trained/{b}/samples.jsonl": f"{b}.samples.jsonl" for b in BENCHES}
-    copies.update({f"eval/trained/{b}/results.json": f"{b}.results.json" for b in BENCHES})
+    copies = {f"eval/trained/{b}/samples.jsonl": f"{b}.samples.jsonl" for b in (*BENCHES, VALIDATION)}
+    copies.update({f"eval/trained/{b}/results.json": f"{b}.results.json" for b in (*BENCHES, VALIDATION)})
     copies.update({"data/train.jsonl": "train.jsonl", "data/data_card.json": "data_card.json",
                    "summary.json": "summary.json", "config.yaml": "config.yaml",
                    "train/train_summary.json": "train_summary.json"})  # fmt: skip
@@ -139,7 +159,7 @@ def _pass(row_dir: Path, bench: str) -> str:
 
 
 def results_table() -> str:
-    head = ["row", "HumanEval pass@1 % (passed)", "MBPP test pass@1 % (passed)", "training examples",
+    head = ["row", "HumanEval pass@1 % (passed)", "MBPP test pass@1 % (passed)", "MBPP validation (tuning)", "training examples",
             "teacher tokens (prompt + completion)", "wall time"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in ROWS:
@@ -147,7 +167,7 @@ def results_table() -> str:
         card = json.loads((d / "data_card.json").read_text()) if (d / "data_card.json").exists() else {}
         wall = json.loads((d / "wall.json").read_text())["seconds"] if (d / "wall.json").exists() else None
         tokens = (f"{card['teacher_prompt_tokens']:,} + {card['teacher_completion_tokens']:,}" if card else "-")
-        cells = [row, _pass(d, "humaneval"), _pass(d, "mbpp"), str(card.get("examples", "-")), tokens,
+        cells = [row, _pass(d, "humaneval"), _pass(d, "mbpp"), _pass(d, VALIDATION), str(card.get("examples", "-")), tokens,
                  f"{wall / 60:.0f} min" if wall else "-"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -159,9 +179,14 @@ def main() -> None:
     parser.add_argument("--collect-only", action="store_true", help="only copy artifacts and print the table")
     parser.add_argument("--data-only", action="store_true", help="only build the rows' training sets (teacher work)")
     parser.add_argument("--smoke", metavar="DIR", help="tiny run of every row into DIR (runs, stages, cache, table)")
+    parser.add_argument("--tune", metavar="NAME", help="a tuning run: rows trained with --set into tune/NAME/, "
+                        "validation split only")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (with --tune)")
     args = parser.parse_args()
     os.chdir(ROOT)  # the config's paths are relative to the repository
-    global RUNS, OUT
+    global RUNS, OUT, TUNING
+    if args.set and not args.tune:
+        sys.exit("--set changes a row's settings: use it with --tune NAME (the rows' own results stay as they are)")
     if args.smoke:
         smoke = Path(args.smoke).resolve()
         RUNS, OUT = smoke / "runs", smoke / "out"
@@ -169,6 +194,10 @@ def main() -> None:
                     "train.max_steps=2", "eval.limit=3", "eval.max_tokens=128", "student_sampling.max_tokens=128",
                     "teacher.max_tokens=256", "teacher.served_model=qwen2.5-coder-0.5b-instruct"])  # fmt: skip
         ROWS["persd-combine-third"] = ("persd-combine", ["limit=2"])
+    if args.tune:
+        TUNING = True
+        RUNS, OUT = RUNS / "tune" / args.tune, OUT / "tune" / args.tune
+        SET.extend([*args.set, "eval.benchmarks=[]"])  # run_distill exports the model; run.py validates it
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
