@@ -77,21 +77,17 @@ def _timed(row: str, fn):
     return result
 
 
-def _evaluate(cfg, model: str, out: Path, repair_steps: int = 0) -> None:
-    from iterkd.evaluate.run import EvalConfig, run_eval
-
-    settings = {k: v for k, v in cfg.eval.items() if k not in ("benchmarks", "export_gguf")}
-    for bench in () if TUNING else BENCHES:
-        run_eval(EvalConfig(model=model, benchmark=bench, repair_steps=repair_steps, **settings), out / bench)
-    _validate(cfg, model, out, repair_steps)
-
-
-def _validate(cfg, model: str, out: Path, repair_steps: int = 0) -> None:
+def _evaluate(cfg, model: str, out: Path, repair_steps: int = 0, validation_only: bool = False) -> None:
+    """Score ``model`` on the test sets (not when tuning) and on the MBPP validation split, into out/<name>/."""
     from iterkd.evaluate.run import EvalConfig, run_eval
 
     settings = {k: v for k, v in cfg.eval.items() if k not in ("benchmarks", "export_gguf", "split")}
-    run_eval(EvalConfig(model=model, benchmark="mbpp", split="validation", repair_steps=repair_steps, **settings),
-             out / VALIDATION)
+    sets = [(VALIDATION, "mbpp", "validation")]
+    if not (TUNING or validation_only):
+        sets = [(b, b, None) for b in BENCHES] + sets
+    for name, bench, split in sets:
+        run_eval(EvalConfig(model=model, benchmark=bench, split=split, repair_steps=repair_steps, **settings),
+                 out / name)
 
 
 def run_row(row: str, data_only: bool = False) -> None:
@@ -125,7 +121,8 @@ def run_row(row: str, data_only: bool = False) -> None:
 
         def distill():
             summary = run_distill(cfg)
-            _validate(cfg, summary.get("trained_gguf") or summary["trained_model"], RUNS / row / "eval" / "trained")
+            model = summary.get("trained_gguf") or summary["trained_model"]
+            _evaluate(cfg, model, RUNS / row / "eval" / "trained", validation_only=True)  # tests: run_distill
 
         _timed(row, distill)
     collect_row(row)
