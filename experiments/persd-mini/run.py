@@ -90,9 +90,29 @@ def _evaluate(cfg, model: str, out: Path, repair_steps: int = 0, validation_only
                  out / name)
 
 
+def _generation_logs(row: str):
+    """(runs/ file, committed copy) for each evaluation's generation log and settings of ``row``."""
+    for name in (*BENCHES, VALIDATION):
+        for f in ("generations.jsonl", "generation_config.json"):
+            yield RUNS / row / "eval" / "trained" / name / f, OUT / row / "generations" / f"{name}.{f}"
+
+
+def restore_generations(row: str) -> None:
+    """A new checkout has no runs/: put the committed generation logs back so evaluations resume, not restart."""
+    for run_file, kept in _generation_logs(row):
+        if run_file.name == "generation_config.json" and kept.exists():
+            model = json.loads(kept.read_text())["model"]  # a checkout elsewhere has other paths: start afresh
+            if not model.startswith(str(RUNS)) or run_file.exists():
+                continue
+            for name in ("generations.jsonl", "generation_config.json"):
+                run_file.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(kept.with_name(kept.name.replace("generation_config.json", name)), run_file.with_name(name))
+
+
 def run_row(row: str, data_only: bool = False) -> None:
     method, extra = ROWS[row]
     cfg = _config(method, row, extra)
+    restore_generations(row)
     if data_only:
         if method:
             from iterkd.pipeline.distill import build_data
@@ -140,6 +160,10 @@ def collect_row(row: str) -> None:
     for src, name in copies.items():
         if (run / src).exists():
             shutil.copy2(run / src, dest / name)
+    for run_file, kept in _generation_logs(row):  # finished or not: a later session resumes from them
+        if run_file.exists():
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(run_file, kept)
 
 
 def _pass(row_dir: Path, bench: str) -> str:
