@@ -26,7 +26,7 @@ class DistillConfig:
     stage_dir: str | None = None             # stage records (attempts, teacher answers); None = RUN/data
     teacher_sees_reference: bool = False     # PERsD repairs with the task's reference solution in context (PD code)
     sandbox_timeout: float = 3.0             # CPU seconds per program (at least 4x a task's reference time)
-    batch_size: int = 8                      # prompts per generation call
+    batch_size: int = 8                      # prompts per generation call (servers, APIs: 4x their slots)
     eval_base: bool = True                   # also evaluate the untrained student (before/after table)
     parquet: bool = False                    # also write data/train.parquet (same rows as train.jsonl)
     # sections: TeacherConfig, SamplingParams, TrainConfig and eval settings by their own field names
