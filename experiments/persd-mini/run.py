@@ -98,15 +98,20 @@ def _generation_logs(row: str):
 
 
 def restore_generations(row: str) -> None:
-    """A new checkout has no runs/: put the committed generation logs back so evaluations resume, not restart."""
+    """A new checkout has no runs/: put the base row's committed generation logs back so its evaluations resume.
+    Only the base row: its model is re-exported identically; a trained row's model is retrained, and answers of
+    two trainings must not be mixed in one evaluation."""
+    if row != "base":
+        return
     for run_file, kept in _generation_logs(row):
-        if run_file.name == "generation_config.json" and kept.exists():
-            model = json.loads(kept.read_text())["model"]  # a checkout elsewhere has other paths: start afresh
-            if not model.startswith(str(RUNS)) or run_file.exists():
-                continue
-            for name in ("generations.jsonl", "generation_config.json"):
-                run_file.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(kept.with_name(kept.name.replace("generation_config.json", name)), run_file.with_name(name))
+        if run_file.name != "generation_config.json" or not kept.exists() or run_file.exists():
+            continue
+        if not json.loads(kept.read_text())["model"].startswith(str(RUNS)):  # a checkout elsewhere: start afresh
+            continue
+        log, kept_log = run_file.with_name("generations.jsonl"), kept.with_name(kept.name.replace("generation_config.json", "generations.jsonl"))
+        run_file.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(kept_log, log)
+        shutil.copy2(kept, run_file)
 
 
 def run_row(row: str, data_only: bool = False) -> None:
@@ -160,7 +165,7 @@ def collect_row(row: str) -> None:
     for src, name in copies.items():
         if (run / src).exists():
             shutil.copy2(run / src, dest / name)
-    for run_file, kept in _generation_logs(row):  # finished or not: a later session resumes from them
+    for run_file, kept in _generation_logs(row):  # finished or not (the base row resumes from them)
         if run_file.exists():
             kept.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(run_file, kept)
