@@ -68,7 +68,7 @@ def generate(
         kw = server_kw(settings.backend, batch_size)
         generator = load_generator(settings.model, backend=settings.backend, **kw)
         # a server keeps its slots busy when it has more prompts queued than slots (answers differ in length)
-        batch_size = batch_size * 4 if kw else batch_size
+        batch_size = max(batch_size, 4 * getattr(generator, "concurrent_requests", 1))
         bar = tqdm(total=n_todo, desc="generating", unit="sample", disable=not progress)
         try:
             with partial_path.open("a", encoding="utf-8") as fh:
