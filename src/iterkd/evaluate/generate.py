@@ -57,6 +57,7 @@ def generate(
     from tqdm import tqdm
 
     from iterkd.models import SamplingParams, build_messages, load_generator, sanitize
+    from iterkd.models.base import queue_size
 
     _check_settings(out, settings)
     partial_path = out / "generations.jsonl"
@@ -67,8 +68,7 @@ def generate(
     if n_todo:
         kw = server_kw(settings.backend, batch_size)
         generator = load_generator(settings.model, backend=settings.backend, **kw)
-        # a server keeps its slots busy when it has more prompts queued than slots (answers differ in length)
-        batch_size = max(batch_size, 4 * getattr(generator, "concurrent_requests", 1))
+        batch_size = queue_size(generator, batch_size)  # a server: more prompts queued than slots
         bar = tqdm(total=n_todo, desc="generating", unit="sample", disable=not progress)
         try:
             with partial_path.open("a", encoding="utf-8") as fh:

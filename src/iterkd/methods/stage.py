@@ -36,11 +36,11 @@ def run_stage(
 ) -> dict[str, dict]:
     """Generate one answer per request, verify each against its task's tests; return records by key.
 
-    Requests go to the generator ``batch_size`` at a time, or 4x its ``concurrent_requests`` for a server or
-    API client (more queued than slots keeps every slot busy while the longest answer of a batch finishes)."""
+    Requests go to the generator ``queue_size(generator, batch_size)`` at a time (see iterkd.models.base)."""
     from tqdm import tqdm
 
     from iterkd.models import sanitize
+    from iterkd.models.base import queue_size
 
     path.parent.mkdir(parents=True, exist_ok=True)
     done = read_progress_log(path, lambda r: r["key"])
@@ -48,7 +48,7 @@ def run_stage(
     if todo:
         bar = tqdm(total=len(todo), desc=name, unit="task", disable=not progress)
         with path.open("a", encoding="utf-8") as fh:
-            chunk = max(batch_size, 4 * getattr(generator, "concurrent_requests", 1))
+            chunk = queue_size(generator, batch_size)
             for start in range(0, len(todo), chunk):
                 batch = todo[start : start + chunk]
                 outs = generator.chat([r.messages for r in batch], params, n=1)

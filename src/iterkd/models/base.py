@@ -126,6 +126,12 @@ class BaseGenerator:
                 raise TypeError("each conversation must be a list of {'role': ..., 'content': ...} dicts")
 
 
+def queue_size(generator, batch_size: int) -> int:
+    """Prompts to hand ``generator`` per call: ``batch_size``, or 4x its ``concurrent_requests`` for a server or
+    API client (more queued than slots keeps every slot busy while the longest answer of a batch finishes)."""
+    return max(batch_size, 4 * getattr(generator, "concurrent_requests", 1))
+
+
 def sample_seed(seed: int, conversation: list[dict], index: int) -> int:
     """A 31-bit seed for sample ``index`` of ``conversation`` (stable across runs, orders and batchings)."""
     blob = json.dumps([seed, index, conversation], sort_keys=True, ensure_ascii=False).encode()
