@@ -12,7 +12,9 @@ time of every call that did work for the row.
 
 Rows: base (the untrained student, exported like the trained ones), stand, inpd, persd, persd-refine,
 persd-combine, persd-combine-third (PERsD-combine on the first third of the seed tasks: a third of STAND's
-teacher calls), persd-combine-repair2 (the persd-combine student with 2 steps of multi-step repair at test time).
+teacher calls), persd-combine-repair2 (the persd-combine student with 2 steps of multi-step repair at test time),
+persd-combine-ref (PERsD-combine whose teacher sees the task's reference solution while repairing, as in the PD
+code; same student attempts, its own repairs in stages-ref/).
 
 Every row is also scored on the MBPP validation split (ids 511-600, 90 tasks): hyper-parameters are chosen there,
 never on the test sets. `--tune NAME --set key=value ...` trains rows with other settings into
@@ -52,13 +54,25 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "persd-combine": ("persd-combine", []),
     "persd-combine-third": ("persd-combine", ["limit=125"]),
     "persd-combine-repair2": ("", []),
+    "persd-combine-ref": ("persd-combine", ["teacher_sees_reference=true"]),
 }
+REF_SUFFIX = "-ref"  # teacher_sees_reference rows keep their repairs in <stage_dir>-ref, beside the shared ones
 
 
 def _config(method: str, row: str, extra: list[str]):
     from iterkd.pipeline import load_distill_config
 
-    return load_distill_config(CONFIG, [f"run_dir={RUNS / row}", *SET, *extra], method or "persd-combine")
+    overrides = [f"run_dir={RUNS / row}", *SET, *extra]
+    cfg = load_distill_config(CONFIG, overrides, method or "persd-combine")
+    if not cfg.teacher_sees_reference:
+        return cfg
+    shared = Path(cfg.stage_dir)  # same student attempts (copied in), repairs made with the reference in view
+    cfg = load_distill_config(CONFIG, [*overrides, f"stage_dir={shared}{REF_SUFFIX}"], method)
+    attempts = Path(cfg.stage_dir) / "student_attempts.jsonl"
+    if (shared / "student_attempts.jsonl").exists() and not attempts.exists():
+        attempts.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(shared / "student_attempts.jsonl", attempts)
+    return cfg
 
 
 def _timed(row: str, fn):
