@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -213,6 +214,45 @@ def results_table() -> str:
     return "\n".join(lines)
 
 
+# (row, compared with): the paper's claims, each tested task by task on the same tasks
+PAIRS = [("stand", "base"), ("persd-combine", "base"), ("persd-combine", "stand"), ("persd-combine-third", "stand"),
+         ("persd", "inpd"), ("persd-combine", "persd"), ("persd-combine", "persd-refine"),
+         ("persd-combine-repair2", "persd-combine"), ("persd-combine-ref", "persd-combine")]  # fmt: skip
+
+
+def _passed(row: str, bench: str) -> dict[str, bool] | None:
+    path = OUT / row / f"{bench}.results.json"
+    if not path.exists():
+        return None
+    return {s["task_id"]: bool(s["passed"]) for s in json.loads(path.read_text())["samples"]}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test (McNemar) on the discordant tasks: how likely a split at least this uneven is if
+    both rows were equally good."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_table() -> str:
+    """Each pair in PAIRS on each test set: tasks only the first row solves, only the second, and the sign test."""
+    head = ["row", "vs", "benchmark", "only row", "only vs", "both", "p (sign test)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row, other in PAIRS:
+        for bench in (*BENCHES, VALIDATION):
+            a, b = _passed(row, bench), _passed(other, bench)
+            if a is None or b is None or a.keys() != b.keys():
+                continue
+            wins = sum(a[t] and not b[t] for t in a)
+            losses = sum(b[t] and not a[t] for t in a)
+            both = sum(a[t] and b[t] for t in a)
+            lines.append(f"| {row} | {other} | {bench} | {wins} | {losses} | {both} | {sign_test(wins, losses):.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows (default: all, in order)")
@@ -256,6 +296,10 @@ def main() -> None:
     table = results_table()
     (OUT / "table.md").write_text(table + "\n")
     print(table)
+    if not TUNING:
+        paired = paired_table()
+        (OUT / "paired.md").write_text(paired + "\n")
+        print(paired)
 
 
 if __name__ == "__main__":
