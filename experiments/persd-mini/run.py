@@ -65,7 +65,7 @@ def _config(method: str, row: str, extra: list[str]):
 
     overrides = [f"run_dir={RUNS / row}", *SET, *extra]
     cfg = load_distill_config(CONFIG, overrides, method or "persd-combine")
-    if not cfg.teacher_sees_reference:
+    if not (cfg.teacher_sees_reference and cfg.stage_dir):  # without a shared stage_dir: RUN/data already
         return cfg
     shared = Path(cfg.stage_dir)  # same student attempts (copied in), repairs made with the reference in view
     cfg = load_distill_config(CONFIG, [*overrides, f"stage_dir={shared}{REF_SUFFIX}"], method)
