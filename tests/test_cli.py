@@ -15,6 +15,21 @@ def iterkd(*args, cwd=None, importtime=False):
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+def children(pid: int) -> list[int]:
+    """Pids of ``pid``'s live child processes (Linux /proc)."""
+    from pathlib import Path
+
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
 def heavy_imports(stderr: str) -> set[str]:
     names = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in stderr.splitlines() if line.startswith("import time:")}
     return names & set(HEAVY)
@@ -126,3 +141,41 @@ def test_eval_with_repair_steps_reports_each_step(tmp_path):
                    "--repair-steps", "2", "--max-tokens", "128", "--out", out, "-q")
     assert again.returncode == 0
     assert len((out / "repairs.jsonl").read_text().splitlines()) == len(repairs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_ctrl_c_or_sigterm_mid_stage_stops_quickly_and_keeps_records(tmp_path, sig, code, word):
+    """Ctrl-C (or a scheduler's SIGTERM) while the teacher answers: the command stops within seconds with its own
+    exit status and a hint, its llama.cpp server goes with it, and the finished records stay for the rerun."""
+    import signal
+    import time
+    from pathlib import Path
+
+    easy = Path(__file__).parent / "data" / "easy_tasks.jsonl"
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "iterkd", "distill", "--method", "stand", f"run_dir={run}", f"seed_tasks={easy}",
+           "batch_size=1",
+           f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 256, server_threads: 1, concurrency: 1, "
+           f"cache_path: {tmp_path / 'cache.sqlite'}}}"]  # fmt: skip
+    # a shell's background job starts with SIGINT ignored, and Python keeps it so: restore what a terminal gives
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    stage = run / "data" / "teacher_direct.jsonl"  # opened when the teacher's server answers
+    deadline = time.monotonic() + 300
+    while not stage.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    servers = children(proc.pid)
+    assert servers, "the teacher's llama.cpp server should be running"
+    started = time.monotonic()
+    proc.send_signal(getattr(signal, sig))
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - started < 20, err
+    assert proc.returncode == code, err
+    assert f"iterkd: {word} (rerun the same command to resume)" in err and "Traceback" not in err
+    records = [json.loads(line) for line in stage.read_text().splitlines()]
+    assert len(records) < 6 and all(r["stage"] == "teacher-direct" for r in records)
+    assert not (run / "data" / "train.jsonl").exists()
+    time.sleep(0.5)
+    assert not [pid for pid in servers if Path(f"/proc/{pid}").exists()], "a server outlived the command"

@@ -131,6 +131,7 @@ def test_decontamination_catches_benchmark_tasks():
 @pytest.mark.slow
 def test_collect_persd_combine_end_to_end_and_resume(tmp_path):
     from iterkd.models import SamplingParams, load_generator
+    from iterkd.models.base import LazyGenerator
 
     tasks = load_mbpp("train")[:4]
     model = load_generator("smollm2-135m-instruct")
@@ -148,10 +149,16 @@ def test_collect_persd_combine_end_to_end_and_resume(tmp_path):
         repairs = [json.loads(l) for l in (tmp_path / "data" / "teacher_repair.jsonl").read_text().splitlines()]
         assert len(repairs) == stats.teacher_calls == stats.failed
         assert stats.examples == len(examples) == 2 * (stats.teacher_passed - stats.dropped_generated_contaminated)
-        # a rerun resumes from the stage files: no new model calls, same examples
-        again, stats2 = collect("persd-combine", tasks, model, model, student_params, teacher_params, sb, limits,
+        # a rerun resumes from the stage files: no new model calls, same examples, and the student is not even
+        # loaded (a lazy student whose loading fails would raise)
+        def no_student():
+            raise AssertionError("the student was loaded although every attempt is on disk")
+
+        student = LazyGenerator(no_student)
+        again, stats2 = collect("persd-combine", tasks, student, model, student_params, teacher_params, sb, limits,
                                 tmp_path / "data", batch_size=2, progress=False)
-        assert model.stats.calls == calls and again == examples and stats2 == stats
+        assert model.stats.calls == calls and again == examples and stats2 == stats and not student.loaded
+        student.close()
     model.close()
     path = write_dataset(examples, stats, tmp_path / "out", {"teacher": "smollm2"}, parquet=True)
     card = json.loads((tmp_path / "out" / "data_card.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -196,10 +197,27 @@ def models_build_server(
     print(existing if existing is not None else build_native_server(jobs=jobs))
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every ``finally`` runs (servers stopped, files closed)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main() -> None:
-    """Console entry point: user mistakes print one line and exit 2; a teacher budget cap stops with exit 3."""
+    """Console entry point: user mistakes print one line and exit 2; a teacher budget cap stops with exit 3;
+    Ctrl-C (SIGINT) or SIGTERM unwinds cleanly (servers stopped, records kept) and exits 130 or 143."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer turns Ctrl-C into a returned 130 when not standalone
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except Terminated:
+        print("iterkd: terminated (rerun the same command to resume)", file=sys.stderr)
+        sys.exit(143)
     except UserError as exc:
         print(f"iterkd: error: {exc}", file=sys.stderr)
         sys.exit(2)

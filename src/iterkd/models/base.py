@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 from iterkd.errors import UserError
 
@@ -124,6 +124,30 @@ class BaseGenerator:
         for conv in conversations:
             if not isinstance(conv, list) or not all(isinstance(m, dict) and "role" in m for m in conv):
                 raise TypeError("each conversation must be a list of {'role': ..., 'content': ...} dicts")
+
+
+class LazyGenerator:
+    """A generator loaded on first use: a resumed stage whose records are all on disk loads no model and starts
+    no server. Attribute access (``chat``, ``stats``, ...) loads it; ``close`` closes it only if it was loaded."""
+
+    def __init__(self, load: Callable[[], Generator]):
+        self._load = load
+        self._gen: Generator | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._gen is not None
+
+    def __getattr__(self, name: str):  # only for names this class does not define
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._gen is None:
+            self._gen = self._load()
+        return getattr(self._gen, name)
+
+    def close(self) -> None:
+        if self._gen is not None:
+            self._gen.close()
 
 
 def queue_size(generator, batch_size: int) -> int:

@@ -59,7 +59,7 @@ def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     """Student attempts -> feedback -> teacher -> training set; returns the data card."""
     from iterkd.methods import collect, write_dataset
     from iterkd.models import SamplingParams, TeacherConfig, load_generator, load_teacher
-    from iterkd.models.base import canonical_backend
+    from iterkd.models.base import LazyGenerator, canonical_backend
     from iterkd.sandbox import Limits, Sandbox
     from iterkd.tasks import load_tasks
 
@@ -77,7 +77,7 @@ def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     student = None
     if cfg.method != "stand":
         kw = {"parallel": cfg.batch_size} if canonical_backend(cfg.student_backend) == "llama-server" else {}
-        student = load_generator(cfg.student, backend=cfg.student_backend, **kw)
+        student = LazyGenerator(lambda: load_generator(cfg.student, backend=cfg.student_backend, **kw))
     teacher = load_teacher(teacher_cfg)
     try:
         with Sandbox(limits=limits) as sandbox:
