@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,8 +18,6 @@ def iterkd(*args, cwd=None, importtime=False):
 
 def children(pid: int) -> list[int]:
     """Pids of ``pid``'s live child processes (Linux /proc)."""
-    from pathlib import Path
-
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -150,7 +149,6 @@ def test_ctrl_c_or_sigterm_mid_stage_stops_quickly_and_keeps_records(tmp_path, s
     exit status and a hint, its llama.cpp server goes with it, and the finished records stay for the rerun."""
     import signal
     import time
-    from pathlib import Path
 
     easy = Path(__file__).parent / "data" / "easy_tasks.jsonl"
     run = tmp_path / "run"
