@@ -14,7 +14,8 @@ Rows: base (the untrained student, exported like the trained ones), stand, inpd,
 persd-combine, persd-combine-third (PERsD-combine on the first third of the seed tasks: a third of STAND's
 teacher calls), persd-combine-repair2 (the persd-combine student with 2 steps of multi-step repair at test time),
 persd-combine-ref (PERsD-combine whose teacher sees the task's reference solution while repairing, as in the PD
-code; same student attempts, its own repairs in stages-ref/).
+code; same student attempts, its own repairs in stages-ref/); qwen05-base and qwen05-persd-combine (the same two
+with Qwen2.5-Coder-0.5B-Instruct as the student: its own attempts and repairs in stages-qwen05/).
 
 Every row is also scored on the MBPP validation split (ids 511-600, 90 tasks): hyper-parameters are chosen there,
 never on the test sets. `--tune NAME --set key=value ...` trains rows with other settings into
@@ -45,6 +46,7 @@ BENCHES = ("humaneval", "mbpp")  # test sets (MBPP: ids 11-510)
 VALIDATION = "mbpp-validation"  # MBPP ids 511-600: for choosing hyper-parameters
 TUNING = False  # --tune: validation only
 
+QWEN05 = "qwen2.5-coder-0.5b-instruct"
 # row -> (method, config overrides); base and the repair row are evaluations of other rows' models
 ROWS: dict[str, tuple[str, list[str]]] = {
     "base": ("", []),
@@ -56,7 +58,11 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "persd-combine-third": ("persd-combine", ["limit=125"]),
     "persd-combine-repair2": ("", []),
     "persd-combine-ref": ("persd-combine", ["teacher_sees_reference=true"]),
+    # a stronger student (issue 4: "if time allows"): its own attempts and repairs, same teacher, same protocol
+    "qwen05-base": ("", [f"student={QWEN05}"]),
+    "qwen05-persd-combine": ("persd-combine", [f"student={QWEN05}", "stage_dir=experiments/persd-mini/stages-qwen05"]),
 }
+BASE_ROWS = ("base", "qwen05-base")  # untrained students, exported like the trained ones
 REF_SUFFIX = "-ref"  # teacher_sees_reference rows keep their repairs in <stage_dir>-ref, beside the shared ones
 
 
@@ -116,7 +122,7 @@ def restore_generations(row: str) -> None:
     """A new checkout has no runs/: put the base row's committed generation logs back so its evaluations resume.
     Only the base row: its model is re-exported identically; a trained row's model is retrained, and answers of
     two trainings must not be mixed in one evaluation."""
-    if row != "base":
+    if row not in BASE_ROWS:
         return
     for run_file, kept in _generation_logs(row):
         if run_file.name != "generation_config.json" or not kept.exists() or run_file.exists():
@@ -142,7 +148,7 @@ def run_row(row: str, data_only: bool = False) -> None:
             _timed(row, lambda: build_data(cfg, run, progress=True))
             collect_row(row)
         return
-    if row == "base":
+    if row in BASE_ROWS:
         from iterkd.train.export import export_untrained
 
         def base():
@@ -205,6 +211,8 @@ def results_table() -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in ROWS:
         d = OUT / row
+        if not d.exists():  # a tuning run's table: only the rows it trained
+            continue
         card = json.loads((d / "data_card.json").read_text()) if (d / "data_card.json").exists() else {}
         wall = json.loads((d / "wall.json").read_text())["seconds"] if (d / "wall.json").exists() else None
         tokens = (f"{card['teacher_prompt_tokens']:,} + {card['teacher_completion_tokens']:,}" if card else "-")
@@ -217,7 +225,8 @@ def results_table() -> str:
 # (row, compared with): the paper's claims, each tested task by task on the same tasks
 PAIRS = [("stand", "base"), ("persd-combine", "base"), ("persd-combine", "stand"), ("persd-combine-third", "stand"),
          ("persd", "inpd"), ("persd-combine", "persd"), ("persd-combine", "persd-refine"),
-         ("persd-combine-repair2", "persd-combine"), ("persd-combine-ref", "persd-combine")]  # fmt: skip
+         ("persd-combine-repair2", "persd-combine"), ("persd-combine-ref", "persd-combine"),
+         ("qwen05-persd-combine", "qwen05-base")]  # fmt: skip
 
 
 def _passed(row: str, bench: str) -> dict[str, bool] | None:
