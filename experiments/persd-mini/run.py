@@ -14,8 +14,8 @@ Rows: base (the untrained student, exported like the trained ones), stand, inpd,
 persd-combine, persd-combine-third (PERsD-combine on the first third of the seed tasks: a third of STAND's
 teacher calls), persd-combine-repair2 (the persd-combine student with 2 steps of multi-step repair at test time),
 persd-combine-ref (PERsD-combine whose teacher sees the task's reference solution while repairing, as in the PD
-code; same student attempts, its own repairs in stages-ref/); qwen05-base and qwen05-persd-combine (the same two
-with Qwen2.5-Coder-0.5B-Instruct as the student: its own attempts and repairs in stages-qwen05/).
+code; same student attempts, its own repairs in stages-ref/); qwen05-base, qwen05-stand, qwen05-inpd and
+qwen05-persd-combine (Qwen2.5-Coder-0.5B-Instruct as the student: its own attempts and repairs in stages-qwen05/).
 
 Every row is also scored on the MBPP validation split (ids 511-600, 90 tasks): hyper-parameters are chosen there,
 never on the test sets. `--tune NAME --set key=value ...` trains rows with other settings into
@@ -47,6 +47,8 @@ VALIDATION = "mbpp-validation"  # MBPP ids 511-600: for choosing hyper-parameter
 TUNING = False  # --tune: validation only
 
 QWEN05 = "qwen2.5-coder-0.5b-instruct"
+# its own attempts and repairs; the teacher's direct answers come from the committed teacher cache (same prompts)
+QWEN05_SET = [f"student={QWEN05}", "stage_dir=experiments/persd-mini/stages-qwen05"]
 # row -> (method, config overrides); base and the repair row are evaluations of other rows' models
 ROWS: dict[str, tuple[str, list[str]]] = {
     "base": ("", []),
@@ -60,7 +62,9 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "persd-combine-ref": ("persd-combine", ["teacher_sees_reference=true"]),
     # a stronger student (issue 4: "if time allows"): its own attempts and repairs, same teacher, same protocol
     "qwen05-base": ("", [f"student={QWEN05}"]),
-    "qwen05-persd-combine": ("persd-combine", [f"student={QWEN05}", "stage_dir=experiments/persd-mini/stages-qwen05"]),
+    "qwen05-stand": ("stand", QWEN05_SET),
+    "qwen05-inpd": ("inpd", QWEN05_SET),
+    "qwen05-persd-combine": ("persd-combine", QWEN05_SET),
 }
 BASE_ROWS = ("base", "qwen05-base")  # untrained students, exported like the trained ones
 REF_SUFFIX = "-ref"  # teacher_sees_reference rows keep their repairs in <stage_dir>-ref, beside the shared ones
@@ -226,7 +230,8 @@ def results_table() -> str:
 PAIRS = [("stand", "base"), ("persd-combine", "base"), ("persd-combine", "stand"), ("persd-combine-third", "stand"),
          ("persd", "inpd"), ("persd-combine", "persd"), ("persd-combine", "persd-refine"),
          ("persd-combine-repair2", "persd-combine"), ("persd-combine-ref", "persd-combine"),
-         ("qwen05-persd-combine", "qwen05-base")]  # fmt: skip
+         ("qwen05-stand", "qwen05-base"), ("qwen05-persd-combine", "qwen05-base"),
+         ("qwen05-persd-combine", "qwen05-stand"), ("qwen05-persd-combine", "qwen05-inpd")]  # fmt: skip
 
 
 def _passed(row: str, bench: str) -> dict[str, bool] | None:
