@@ -49,7 +49,7 @@ TUNING = False  # --tune: validation only
 QWEN05 = "qwen2.5-coder-0.5b-instruct"
 # its own attempts and repairs; the teacher's direct answers come from the committed teacher cache (same prompts)
 QWEN05_SET = [f"student={QWEN05}", "stage_dir=experiments/persd-mini/stages-qwen05"]
-# row -> (method, config overrides); base and the repair row are evaluations of other rows' models
+# row -> (method, config overrides); the base rows and the repair row are evaluations, not trainings
 ROWS: dict[str, tuple[str, list[str]]] = {
     "base": ("", []),
     "stand": ("stand", []),
@@ -123,8 +123,8 @@ def _generation_logs(row: str):
 
 
 def restore_generations(row: str) -> None:
-    """A new checkout has no runs/: put the base row's committed generation logs back so its evaluations resume.
-    Only the base row: its model is re-exported identically; a trained row's model is retrained, and answers of
+    """A new checkout has no runs/: put a base row's committed generation logs back so its evaluations resume.
+    Only the base rows (BASE_ROWS): their model is re-exported identically; a trained row's model is retrained, and answers of
     two trainings must not be mixed in one evaluation."""
     if row not in BASE_ROWS:
         return
