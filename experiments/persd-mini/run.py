@@ -230,7 +230,7 @@ def results_table() -> str:
 PAIRS = [("stand", "base"), ("persd-combine", "base"), ("persd-combine", "stand"), ("persd-combine-third", "stand"),
          ("persd", "inpd"), ("persd-combine", "persd"), ("persd-combine", "persd-refine"),
          ("persd-combine-repair2", "persd-combine"), ("persd-combine-ref", "persd-combine"),
-         ("qwen05-stand", "qwen05-base"), ("qwen05-persd-combine", "qwen05-base"),
+         ("qwen05-stand", "qwen05-base"), ("qwen05-inpd", "qwen05-base"), ("qwen05-persd-combine", "qwen05-base"),
          ("qwen05-persd-combine", "qwen05-stand"), ("qwen05-persd-combine", "qwen05-inpd")]  # fmt: skip
 
 
