@@ -14,8 +14,9 @@ Rows: base (the untrained student, exported like the trained ones), stand, inpd,
 persd-combine, persd-combine-third (PERsD-combine on the first third of the seed tasks: a third of STAND's
 teacher calls), persd-combine-repair2 (the persd-combine student with 2 steps of multi-step repair at test time),
 persd-combine-ref (PERsD-combine whose teacher sees the task's reference solution while repairing, as in the PD
-code; same student attempts, its own repairs in stages-ref/); qwen05-base, qwen05-stand, qwen05-inpd and
-qwen05-persd-combine (Qwen2.5-Coder-0.5B-Instruct as the student: its own attempts and repairs in stages-qwen05/).
+code; same student attempts, its own repairs in stages-ref/); qwen05-base, qwen05-stand, qwen05-inpd,
+qwen05-persd-combine and qwen05-persd (Qwen2.5-Coder-0.5B-Instruct as the student: its own attempts and repairs
+in stages-qwen05/).
 
 Every row is also scored on the MBPP validation split (ids 511-600, 90 tasks): hyper-parameters are chosen there,
 never on the test sets. `--tune NAME --set key=value ...` trains rows with other settings into
@@ -65,6 +66,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "qwen05-stand": ("stand", QWEN05_SET),
     "qwen05-inpd": ("inpd", QWEN05_SET),
     "qwen05-persd-combine": ("persd-combine", QWEN05_SET),
+    "qwen05-persd": ("persd", QWEN05_SET),  # persd-combine without its refine half: does the refine half teach copying?
 }
 BASE_ROWS = ("base", "qwen05-base")  # untrained students, exported like the trained ones
 REF_SUFFIX = "-ref"  # teacher_sees_reference rows keep their repairs in <stage_dir>-ref, beside the shared ones
@@ -231,7 +233,8 @@ PAIRS = [("stand", "base"), ("persd-combine", "base"), ("persd-combine", "stand"
          ("persd", "inpd"), ("persd-combine", "persd"), ("persd-combine", "persd-refine"),
          ("persd-combine-repair2", "persd-combine"), ("persd-combine-ref", "persd-combine"),
          ("qwen05-stand", "qwen05-base"), ("qwen05-inpd", "qwen05-base"), ("qwen05-persd-combine", "qwen05-base"),
-         ("qwen05-persd-combine", "qwen05-stand"), ("qwen05-persd-combine", "qwen05-inpd")]  # fmt: skip
+         ("qwen05-persd-combine", "qwen05-stand"), ("qwen05-persd-combine", "qwen05-inpd"),
+         ("qwen05-persd", "qwen05-base"), ("qwen05-persd-combine", "qwen05-persd")]  # fmt: skip
 
 
 def _passed(row: str, bench: str) -> dict[str, bool] | None:
