@@ -42,6 +42,7 @@ ROOT = HERE.parent.parent
 RUNS = ROOT / "runs" / "persd-mini"
 OUT = HERE
 SET: list[str] = []  # overrides for every row (--smoke)
+TUNE_SET: list[str] = []  # --tune's --set: applied last, over a row's own overrides
 CONFIG = HERE / "config.yaml"
 BENCHES = ("humaneval", "mbpp")  # test sets (MBPP: ids 11-510)
 VALIDATION = "mbpp-validation"  # MBPP ids 511-600: for choosing hyper-parameters
@@ -49,7 +50,9 @@ TUNING = False  # --tune: validation only
 
 QWEN05 = "qwen2.5-coder-0.5b-instruct"
 # its own attempts and repairs; the teacher's direct answers come from the committed teacher cache (same prompts)
-QWEN05_SET = [f"student={QWEN05}", "stage_dir=experiments/persd-mini/stages-qwen05"]
+# lr 1e-5: at the SmolLM2 rows' 5e-5 every trained 0.5B row collapsed (results.md, "The Qwen2.5-Coder-0.5B
+# student, trained"); chosen on the validation split (tune/q-lr1e-5, tune/q-lora)
+QWEN05_SET = [f"student={QWEN05}", "stage_dir=experiments/persd-mini/stages-qwen05", "train.learning_rate=1e-5"]
 # row -> (method, config overrides); the base rows and the repair row are evaluations, not trainings
 ROWS: dict[str, tuple[str, list[str]]] = {
     "base": ("", []),
@@ -75,7 +78,7 @@ REF_SUFFIX = "-ref"  # teacher_sees_reference rows keep their repairs in <stage_
 def _config(method: str, row: str, extra: list[str]):
     from iterkd.pipeline import load_distill_config
 
-    overrides = [f"run_dir={RUNS / row}", *SET, *extra]
+    overrides = [f"run_dir={RUNS / row}", *SET, *extra, *TUNE_SET]
     cfg = load_distill_config(CONFIG, overrides, method or "persd-combine")
     if not (cfg.teacher_sees_reference and cfg.stage_dir):  # without a shared stage_dir: RUN/data already
         return cfg
@@ -294,7 +297,7 @@ def main() -> None:
     if args.tune:
         TUNING = True
         RUNS, OUT = RUNS / "tune" / args.tune, OUT / "tune" / args.tune
-        SET.extend([*args.set, "eval.benchmarks=[]"])  # run_distill exports the model; run.py validates it
+        TUNE_SET.extend([*args.set, "eval.benchmarks=[]"])  # run_distill exports the model; run.py validates it
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
