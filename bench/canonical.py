@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save, table  # noqa: E402
+from common import save, table
 
-from iterkd.tasks import load_tasks  # noqa: E402
+from iterkd.tasks import load_tasks
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save, table  # noqa: E402
+from common import save, table
 
 MODELS = ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]
 
@@ -34,7 +34,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    from iterkd.models import SamplingParams, build_messages, load_generator
+    from iterkd.codegen import build_messages
+    from iterkd.models import SamplingParams, load_generator
     from iterkd.tasks import load_tasks
 
     convs = [build_messages(t) for t in load_tasks("humaneval")[: args.tasks]]

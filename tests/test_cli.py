@@ -69,9 +69,9 @@ def test_check_rejects_bad_samples_with_one_line(tmp_path, lines, message):
     [
         (["check", "s.jsonl", "--benchmark", "apps", "--out", "o"], "unknown benchmark 'apps'"),
         (["check", "s.jsonl", "--benchmark", "mbpp", "--split", "dev", "--out", "o"], "unknown MBPP split 'dev'"),
-        (["check", "s.jsonl", "--benchmark", "humaneval", "--out", "o", "--workers", "0"], "--workers must be > 0"),
+        (["check", "s.jsonl", "--benchmark", "humaneval", "--out", "o", "--workers", "0"], "'--workers': 0 is not in the range x>=1"),
         (["check", "s.jsonl", "--benchmark", "humaneval", "--out", "o", "--frobnicate"], "No such option"),
-        (["eval", "--model", "no-such-model-xyz", "--benchmark", "humaneval", "--out", "o", "--backend", "tpu"], "unknown --backend"),
+        (["eval", "--model", "no-such-model-xyz", "--benchmark", "humaneval", "--out", "o", "--backend", "tpu"], "eval: unknown backend 'tpu'"),
         (["models", "fetch", "gpt-5"], "gpt-5"),
     ],
 )

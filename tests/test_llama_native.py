@@ -17,10 +17,10 @@ import pytest
 pytest.importorskip("openai")
 pytest.importorskip("llama_cpp")
 
-from iterkd.errors import UserError  # noqa: E402
-from iterkd.models import SamplingParams, load_generator  # noqa: E402
-from iterkd.models.llama_server import LlamaServer  # noqa: E402
-from iterkd.models.llamacpp_source import SERVER_ENV, native_server  # noqa: E402
+from iterkd.errors import UserError
+from iterkd.models import SamplingParams, load_generator
+from iterkd.models.llama_server import LlamaServer
+from iterkd.models.llamacpp_source import SERVER_ENV, native_server
 
 MODEL = "smollm2-135m-instruct"
 needs_native = pytest.mark.skipif(native_server() is None, reason="llama-server not built (make llama-server)")
@@ -113,8 +113,8 @@ def test_eval_with_llama_server_backend(tmp_path):
     gen = doc["generation"]
     assert gen["total_seconds"] == pytest.approx(sum(r["seconds"] for r in rows), abs=0.1)
     assert gen["total_tokens_per_second"] > 0
-    with pytest.raises(UserError, match="unknown --backend"):
-        EvalConfig(model=MODEL, benchmark="humaneval", backend="openai").validate()
+    with pytest.raises(UserError, match="eval: unknown backend 'openai'"):
+        EvalConfig(model=MODEL, benchmark="humaneval", backend="openai")
 
 
 def test_build_step_runner_logs_output_and_reports_failures(tmp_path, capfd):

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from iterkd.codegen.prompts import refine_messages, repair_messages
 from iterkd.methods import METHODS, build_examples, collect, write_dataset
 from iterkd.methods.decontam import is_contaminated
-from iterkd.methods.prompts import refine_messages, repair_messages
 from iterkd.sandbox import Limits, Sandbox
 from iterkd.tasks import load_mbpp
 
@@ -98,20 +98,21 @@ class _ReferenceAnswers:
 
 
 def test_stage_keeps_a_concurrent_backend_queued_and_resumes(tmp_path):
-    from iterkd.methods.prompts import direct_messages
-    from iterkd.methods.stage import Request, run_stage
+    from iterkd.codegen.prompts import direct_messages
     from iterkd.models import SamplingParams
+    from iterkd.stages import Request, run_stage, verified_records
 
     tasks = load_mbpp("train")[:20]
     requests = [Request(t.task_id, t, direct_messages(t)) for t in tasks]
     gen = _ReferenceAnswers(tasks, concurrent_requests=3)
     path = tmp_path / "stage.jsonl"
     with Sandbox(workers=2) as box:
-        recs = run_stage("s", gen, requests, SamplingParams(), box, Limits(), path, batch_size=2, progress=False)
+        records = verified_records("s", box, Limits())
+        recs = run_stage("s", gen, requests, SamplingParams(), path, records, batch_size=2, progress=False)
         assert gen.calls == [12, 8]  # 4 x 3 slots per call, not batch_size 2
         assert all(r["passed"] for r in recs.values()) and len(path.read_text().splitlines()) == 20
         again = _ReferenceAnswers(tasks, concurrent_requests=1)
-        assert run_stage("s", again, requests, SamplingParams(), box, Limits(), path, batch_size=2,
+        assert run_stage("s", again, requests, SamplingParams(), path, records, batch_size=2,
                          progress=False) == recs and again.calls == []
 
 

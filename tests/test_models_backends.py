@@ -10,8 +10,9 @@ import importlib.util
 
 import pytest
 
+from iterkd.codegen import build_messages, sanitize
 from iterkd.errors import UserError
-from iterkd.models import Completion, SamplingParams, build_messages, load_generator, sanitize
+from iterkd.models import Completion, SamplingParams, load_generator
 from iterkd.models.base import GenStats, sample_seed, truncate_at_stop
 
 MODEL = "smollm2-135m-instruct"

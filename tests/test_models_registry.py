@@ -60,7 +60,7 @@ def test_list_models_rows(monkeypatch, tmp_path):
 def test_import_is_lazy():
     code = (
         "import sys, iterkd.models as m\n"
-        "from iterkd.models import list_models, build_messages, sanitize, SamplingParams\n"
+        "from iterkd.models import list_models, SamplingParams; from iterkd.codegen import build_messages, sanitize\n"
         "list_models(); sanitize('x = 1')\n"
         "heavy = [k for k in ('torch', 'transformers', 'llama_cpp', 'numpy', 'gguf') if k in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from iterkd.models.prompts import PROMPT_VERSION, build_messages, prompt_is_code
-from iterkd.models.sanitize import extract_code, fenced_blocks, sanitize
+from iterkd.codegen.prompts import PROMPT_VERSION, build_messages, prompt_is_code
+from iterkd.codegen.sanitize import extract_code, fenced_blocks, sanitize
 
 
 @dataclass

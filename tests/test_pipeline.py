@@ -21,7 +21,11 @@ def test_config_overrides_reach_into_sections(tmp_path):
     assert cfg.teacher["max_tokens"] == 512  # defaults of a section survive a partial section
     assert cfg.eval["limit"] == 3 and cfg.eval["benchmarks"] == ["humaneval", "mbpp"]
     for bad, msg in ((["lmit=3"], r"unknown key 'lmit' \(did you mean limit"), (["method.x=1"], "not a section"),
-                     (["limit=0"], "limit must be > 0"), (["novalue"], "expected key=value")):
+                     (["limit=0"], "override 'limit=0': 'limit' must be greater than 0, got 0"),
+                     (["train.learning_rate=abc"], "train: 'learning_rate' must be a valid number.*'abc'"),
+                     (["eval.n_samples=0"], "eval: 'n_samples' must be greater than 0"),
+                     (["teacher.concurrency=0"], "teacher: 'concurrency' must be greater than or equal to 1"),
+                     (["student_sampling.top_p=2"], "student_sampling: 'top_p' must be less than or equal to 1"), (["novalue"], "expected key=value")):
         with pytest.raises(UserError, match=msg):
             load_distill_config(path, bad)
     with pytest.raises(UserError, match="unknown method"):

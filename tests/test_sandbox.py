@@ -203,7 +203,7 @@ def test_imap_uses_all_workers(sb):
 
 def test_abandoned_imap_does_not_leak_results(sb):
     jobs = [Job(program="import time\ntime.sleep(0.2)\n" + ADD, tests=["assert f(1) == 2"]) for _ in range(6)]
-    for i, r in sb.imap(jobs):
+    for _i, _r in sb.imap(jobs):
         break
     r = sb.run(Job(program=ADD, tests=["assert f(1) == 3"]))
     assert r.status == "failed" and r.n_tests == 1

@@ -12,8 +12,7 @@ import tempfile
 
 import pytest
 
-from iterkd.sandbox import Job, Limits, Sandbox
-from iterkd.sandbox import _linux
+from iterkd.sandbox import Job, Limits, Sandbox, _linux
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux sandbox")
 

@@ -79,7 +79,7 @@ def test_task_file_round_trip_and_errors(tmp_path):
 
 def test_pin_settings_refuses_other_settings(tmp_path):
     from iterkd.errors import UserError
-    from iterkd.tasks.loaders import pin_settings
+    from iterkd.io import pin_settings
 
     path = tmp_path / "run" / "settings.json"
     pin_settings(path, {"model": "m", "stop": ("a",)}, "run", "use another --out")

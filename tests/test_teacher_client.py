@@ -1,4 +1,4 @@
-"""The teacher client (openai_client.py), its cache (cache.py) and the embedded llama.cpp server
+"""The teacher client (iterkd.teacher: client, config, ledger, cache) and the embedded llama.cpp server
 (llama_server.py).
 
 Real servers only: the llama.cpp tests run ``llama_cpp.server`` (the native llama-server has its own tests in
@@ -22,13 +22,11 @@ import pytest
 
 pytest.importorskip("openai")
 
-from iterkd.errors import UserError  # noqa: E402
-from iterkd.models import SamplingParams, load_generator  # noqa: E402
-from iterkd.models.cache import CompletionCache, call_key  # noqa: E402
-from iterkd.models.llama_server import LlamaServer, free_port  # noqa: E402
-from iterkd.models.openai_client import (  # noqa: E402
+from iterkd.errors import UserError
+from iterkd.models import SamplingParams, load_generator
+from iterkd.models.llama_server import LlamaServer, free_port
+from iterkd.teacher import (
     DEFAULT_TEACHER,
-    OPENAI_BASE_URL,
     BudgetExceeded,
     Ledger,
     OpenAIChatGenerator,
@@ -36,6 +34,8 @@ from iterkd.models.openai_client import (  # noqa: E402
     TeacherRequestError,
     load_teacher,
 )
+from iterkd.teacher.cache import CompletionCache, call_key
+from iterkd.teacher.config import OPENAI_BASE_URL
 
 MODEL = "smollm2-135m-instruct"
 has_llama = importlib.util.find_spec("llama_cpp") is not None
@@ -85,7 +85,7 @@ class _Scripted(BaseHTTPRequestHandler):
     """Answers POST /v1/chat/completions with the next scripted (status, headers, delay) entry; 200 = a valid
     completion."""
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         srv = self.server
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         with srv.lock:

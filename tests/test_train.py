@@ -89,12 +89,14 @@ def test_yaml_overrides_are_typed_and_resolved(tmp_path):
 @pytest.mark.parametrize(
     "source, message",
     [
-        (["learning_rat=1e-4"], "unknown training config key 'learning_rat'; did you mean learning_rate"),
-        (["max_steps=lots"], "'max_steps' must be an integer"),
-        (["lora=maybe"], "'lora' must be true or false"),
-        (["long_examples=wrap"], "'long_examples' must be one of drop, truncate"),
+        (["learning_rat=1e-4"], "override 'learning_rat=1e-4': unknown setting 'learning_rat' (did you mean learning_rate"),
+        (["max_steps=lots"], "override 'max_steps=lots': 'max_steps' must be a valid integer"),
+        (["max_steps=0"], "override 'max_steps=0': 'max_steps' must be > 0 or -1"),
+        (["learning_rate=abc"], "'learning_rate' must be a valid number"),
+        (["lora=maybe"], "'lora' must be a valid boolean"),
+        (["long_examples=wrap"], "'long_examples' must be 'drop' or 'truncate', got 'wrap'"),
         (["max_steps"], "expected key=value"),
-        ({"model": "m", "num_epochs": 3}, "c.yaml: unknown training config key 'num_epochs'; did you mean num_train_epochs"),
+        ({"model": "m", "num_epochs": 3}, "c.yaml: unknown setting 'num_epochs' (did you mean num_train_epochs"),
         ("model: [unclosed", "c.yaml:1: not valid YAML"),
         ({"model": "m"}, "'train_file' is required"),
     ],
@@ -160,7 +162,7 @@ def test_cli_train_help_and_one_line_errors(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"model: {MODEL}\ntrain_file: {tmp_path / 'missing.jsonl'}\noutput_dir: {tmp_path / 'o'}\n")
     for args, message in (
-        (["--config", cfg, "max_step=3"], "unknown training config key 'max_step'; did you mean max_steps"),
+        (["--config", cfg, "max_step=3"], "override 'max_step=3': unknown setting 'max_step' (did you mean max_steps"),
         (["--config", cfg], "missing.jsonl: no such train file"),
         (["--config", tmp_path / "nope.yaml"], "nope.yaml: no such config file"),
     ):
@@ -366,11 +368,11 @@ def test_cli_trains_the_registry_model_from_the_shipped_cpu_config(tmp_path):
 def test_trained_student_exports_to_gguf_and_runs_in_llama_cpp(tmp_path):
     """A trained model directory -> GGUF (llama.cpp's converter from the PyPI sdist) -> llama.cpp generation."""
     from iterkd.models import SamplingParams, load_generator
+    from iterkd.train.config import TrainConfig
     from iterkd.train.export import export_gguf
     from iterkd.train.sft import load_model_and_tokenizer
-    from iterkd.train.config import TrainConfig
 
-    cfg = TrainConfig(model="smollm2-135m-instruct", train_file="x", output_dir=str(tmp_path)).validate()
+    cfg = TrainConfig(model="smollm2-135m-instruct", train_file="x", output_dir=str(tmp_path))
     model, tok, _ = load_model_and_tokenizer(cfg.resolved())
     model.save_pretrained(tmp_path / "final")
     tok.save_pretrained(tmp_path / "final")

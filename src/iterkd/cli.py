@@ -25,11 +25,6 @@ BENCHMARK_HELP = "humaneval, mbpp, or a task JSONL file (see README: 'Task files
 SPLIT_HELP = "MBPP split: prompt (1-10), test (11-510), validation (511-600), train (601-974). Default: test."
 
 
-def _positive(name: str, value, allow_zero: bool = False):
-    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
-        raise UserError(f"--{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
-
-
 def _tasks_by_id(benchmark: str, split: Optional[str]):
     from iterkd.tasks import load_tasks
 
@@ -43,8 +38,8 @@ def check(
     benchmark: str = typer.Option(..., "--benchmark", "-b", help=BENCHMARK_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for results.json."),
     split: Optional[str] = typer.Option(None, help=SPLIT_HELP),
-    workers: Optional[int] = typer.Option(None, help="Sandbox workers (default: number of CPUs)."),
-    timeout: Optional[float] = typer.Option(None, help="CPU seconds allowed per sample (default 3)."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Sandbox workers (default: number of CPUs)."),
+    timeout: Optional[float] = typer.Option(None, min=0.001, help="CPU seconds allowed per sample (default 3)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Execute SAMPLES against the benchmark's hidden tests in the sandbox; write OUT/results.json.
@@ -56,8 +51,6 @@ def check(
     from iterkd.evaluate.run import benchmark_name
     from iterkd.sandbox import Limits, Sandbox
 
-    _positive("workers", workers)
-    _positive("timeout", timeout)
     limits = Limits() if timeout is None else Limits(timeout_s=timeout)
     def load():
         by_id, _ = _tasks_by_id(benchmark, split)
@@ -232,8 +225,8 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except Exception as exc:
-        from iterkd.models.openai_client import BudgetExceeded
         from iterkd.sandbox.pool import SandboxError
+        from iterkd.teacher import BudgetExceeded
 
         if isinstance(exc, SandboxError):  # e.g. neither root nor bubblewrap: nothing safe to run code in
             print(f"iterkd: error: sandbox: {exc}", file=sys.stderr)

@@ -6,14 +6,13 @@ same settings skips what is there. The final ``DIR/samples.jsonl`` is written on
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from iterkd.evaluate.samples import humaneval_completion, write_samples
+from iterkd.io import pin_settings
+from iterkd.stages import Request, StageStats, run_stage
 from iterkd.tasks import Task
-from iterkd.tasks.loaders import pin_settings, read_progress_log
 
 
 @dataclass
@@ -30,7 +29,7 @@ class GenerationSettings:
     prompt_version: str = ""
 
     def __post_init__(self) -> None:
-        from iterkd.models.prompts import PROMPT_VERSION
+        from iterkd.codegen.prompts import PROMPT_VERSION
 
         self.prompt_version = self.prompt_version or PROMPT_VERSION
 
@@ -41,9 +40,59 @@ def _check_settings(out: Path, settings: GenerationSettings) -> None:
 
 def server_kw(backend: str, batch_size: int) -> dict:
     """Backend arguments: the llama-server backend decodes ``batch_size`` requests together."""
-    from iterkd.models.base import canonical_backend
+    from iterkd.models.load import canonical_backend
 
     return {"parallel": batch_size} if canonical_backend(backend) == "llama-server" else {}
+
+
+def _raw_records(batch: list[Request], completions: list, seconds: float) -> list[dict]:
+    """Evaluation keeps the raw answer (sanitised when samples.jsonl is written) and its share of the call time."""
+    return [
+        {"task_id": r.task.task_id, "sample": r.meta["sample"], "raw": c.text, "prompt_tokens": c.prompt_tokens,
+         "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason,
+         "seconds": round(seconds / len(batch), 4)}  # its share of the call: totals survive resumes
+        for r, c in zip(batch, completions)
+    ]
+
+
+def _requests(tasks: list[Task], settings: GenerationSettings) -> list[Request]:
+    """Sample-major (every task's sample 0, then sample 1, ...); sample i of every task uses seed + i, so reruns
+    and resumed runs draw the same samples."""
+    from iterkd.codegen import build_messages
+    from iterkd.models import SamplingParams
+
+    out = []
+    for i in range(settings.n_samples):
+        params = SamplingParams(temperature=settings.temperature, top_p=settings.top_p,
+                                max_tokens=settings.max_tokens, seed=settings.seed + i)
+        out += [Request((t.task_id, i), t, build_messages(t), {"sample": i}, params) for t in tasks]
+    return out
+
+
+def _write_samples(tasks: list[Task], n_samples: int, done: dict, out: Path) -> None:
+    from iterkd.codegen import sanitize
+
+    rows = []
+    for task in tasks:
+        for i in range(n_samples):
+            solution = sanitize(done[(task.task_id, i)]["raw"], task)
+            row = {"task_id": task.task_id, "solution": solution}
+            if task.benchmark == "humaneval":
+                row["completion"] = humaneval_completion(solution)
+            rows.append(row)
+    write_samples(out / "samples.jsonl", rows)
+
+
+def _totals(stats: StageStats, rows: list[dict]) -> dict:
+    doc = {**asdict(stats), "seconds": stats.seconds}
+    doc["total_completion_tokens"] = sum(r["completion_tokens"] for r in rows)
+    timed = [r for r in rows if "seconds" in r]  # rows written before timing was recorded have none
+    if timed and len(timed) == len(rows):
+        total_s = sum(r["seconds"] for r in timed)
+        doc["total_seconds"] = round(total_s, 1)
+        doc["total_tokens_per_second"] = round(doc["total_completion_tokens"] / total_s, 2) if total_s else None
+    doc["tokens_per_second"] = round(stats.completion_tokens / stats.seconds, 2) if stats.seconds else None
+    return doc
 
 
 def generate(
@@ -54,77 +103,18 @@ def generate(
     progress: bool = True,
 ) -> dict:
     """Generate ``n_samples`` answers per task into ``out/samples.jsonl``; return generation stats."""
-    from tqdm import tqdm
-
-    from iterkd.models import SamplingParams, build_messages, load_generator, sanitize
-    from iterkd.models.base import queue_size
+    from iterkd.models import load_generator
+    from iterkd.models.base import LazyGenerator
 
     _check_settings(out, settings)
-    partial_path = out / "generations.jsonl"
-    done = read_progress_log(partial_path, lambda r: (r["task_id"], r["sample"]))
-    stats = {"generated_now": 0, "completion_tokens": 0, "prompt_tokens": 0, "seconds": 0.0}
-    todo = {i: [t for t in tasks if (t.task_id, i) not in done] for i in range(settings.n_samples)}
-    n_todo = sum(len(v) for v in todo.values())
-    if n_todo:
-        kw = server_kw(settings.backend, batch_size)
-        generator = load_generator(settings.model, backend=settings.backend, **kw)
-        batch_size = queue_size(generator, batch_size)  # a server: more prompts queued than slots
-        bar = tqdm(total=n_todo, desc="generating", unit="sample", disable=not progress)
-        try:
-            with partial_path.open("a", encoding="utf-8") as fh:
-                for i, pending in todo.items():
-                    # sample i of every task uses seed + i: reruns and resumed runs draw the same samples
-                    params = SamplingParams(
-                        temperature=settings.temperature,
-                        top_p=settings.top_p,
-                        max_tokens=settings.max_tokens,
-                        seed=settings.seed + i,
-                    )
-                    for start in range(0, len(pending), batch_size):
-                        batch = pending[start : start + batch_size]
-                        began = time.perf_counter()
-                        outs = generator.chat([build_messages(t) for t in batch], params, n=1)
-                        spent = time.perf_counter() - began
-                        stats["seconds"] += spent
-                        for task, completions in zip(batch, outs):
-                            c = completions[0]
-                            row = {
-                                "task_id": task.task_id,
-                                "sample": i,
-                                "raw": c.text,
-                                "prompt_tokens": c.prompt_tokens,
-                                "completion_tokens": c.completion_tokens,
-                                "finish_reason": c.finish_reason,
-                                "seconds": round(spent / len(batch), 4),  # its share of the call: totals survive resumes
-                            }
-                            fh.write(json.dumps(row) + "\n")
-                            done[(task.task_id, i)] = row
-                            stats["completion_tokens"] += c.completion_tokens
-                            stats["prompt_tokens"] += c.prompt_tokens
-                        fh.flush()
-                        stats["generated_now"] += len(batch)
-                        bar.update(len(batch))
-        finally:
-            bar.close()
-            generator.close()
-    rows = []
-    for task in tasks:
-        for i in range(settings.n_samples):
-            raw = done[(task.task_id, i)]["raw"]
-            solution = sanitize(raw, task)
-            row = {"task_id": task.task_id, "solution": solution}
-            if task.benchmark == "humaneval":
-                row["completion"] = humaneval_completion(solution)
-            rows.append(row)
-    write_samples(out / "samples.jsonl", rows)
-    all_rows = [done[(t.task_id, i)] for t in tasks for i in range(settings.n_samples)]
-    stats["total_completion_tokens"] = sum(r["completion_tokens"] for r in all_rows)
-    timed = [r for r in all_rows if "seconds" in r]  # rows written before timing was recorded have none
-    if timed and len(timed) == len(all_rows):
-        total_s = sum(r["seconds"] for r in timed)
-        stats["total_seconds"] = round(total_s, 1)
-        stats["total_tokens_per_second"] = round(stats["total_completion_tokens"] / total_s, 2) if total_s else None
-    stats["tokens_per_second"] = (
-        round(stats["completion_tokens"] / stats["seconds"], 2) if stats["seconds"] else None
-    )
-    return stats
+    kw = server_kw(settings.backend, batch_size)
+    generator = LazyGenerator(lambda: load_generator(settings.model, backend=settings.backend, **kw))
+    stats = StageStats()
+    try:
+        done = run_stage("generating", generator, _requests(tasks, settings), None, out / "generations.jsonl",
+                         _raw_records, key=lambda r: (r["task_id"], r["sample"]), batch_size=batch_size,
+                         progress=progress, stats=stats)
+    finally:
+        generator.close()
+    _write_samples(tasks, settings.n_samples, done, out)
+    return _totals(stats, list(done.values()))

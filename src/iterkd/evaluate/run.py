@@ -2,53 +2,65 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import ClassVar, Optional
 
+from pydantic import Field, field_validator
+
+from iterkd.config import ConfigModel
 from iterkd.errors import UserError
 from iterkd.evaluate.check import score_samples, write_results
 from iterkd.evaluate.samples import read_samples
+from iterkd.io import atomic_write_text, run_lock
 
 BACKENDS = ("auto", "llama.cpp", "transformers", "llama-server")
 
 
-@dataclass
-class EvalConfig:
+class EvalConfig(ConfigModel):
+    """One ``iterkd eval`` run (the CLI's options, or a distill config's ``eval:`` section plus model and
+    benchmark). Fields may be given by position in this order."""
+
+    where: ClassVar[str] = "eval"
+
     model: str
     benchmark: str
-    split: str | None = None
-    limit: int | None = None
-    n_samples: int = 1
-    temperature: float = 0.0
-    top_p: float = 0.95
-    max_tokens: int = 512
+    split: Optional[str] = None
+    limit: Optional[int] = Field(None, gt=0)
+    n_samples: int = Field(1, gt=0)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(512, gt=0)
     seed: int = 0
     backend: str = "auto"
-    batch_size: int = 8
-    repair_steps: int = 0
-    workers: int | None = None
-    timeout: float | None = None
+    batch_size: int = Field(8, gt=0)
+    repair_steps: int = Field(0, ge=0)
+    workers: Optional[int] = Field(None, gt=0)
+    timeout: Optional[float] = Field(None, gt=0)
 
-    def validate(self) -> None:
-        for name in ("limit", "n_samples", "max_tokens", "batch_size", "workers", "timeout"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be > 0, got {value}")
-        for name in ("temperature", "repair_steps"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}")
-        from iterkd.models.base import canonical_backend
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        from iterkd.models.load import canonical_backend
 
         try:
-            known = canonical_backend(self.backend) != "openai"
+            known = canonical_backend(value) != "openai"
         except UserError:
             known = False
         if not known:
-            raise UserError(f"unknown --backend {self.backend!r}; choose {', '.join(BACKENDS)}")
+            raise ValueError(f"unknown backend {value!r}; choose {', '.join(BACKENDS)}")
+        return value
+
+
+def _portable(model: str, out: Path) -> str:
+    """A model given as a path, relative to the run directory ``out``; a registry name or hub id as is."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        return model
+    return os.path.relpath(path.resolve(), Path(out).resolve())
 
 
 def benchmark_name(benchmark: str) -> str:
@@ -56,11 +68,36 @@ def benchmark_name(benchmark: str) -> str:
 
 
 def run_eval(cfg: EvalConfig, out: Path, progress: bool = True) -> dict:
-    """Generate with ``cfg.model``, optionally self-repair, score; write ``out/results.json``; return it."""
+    """Generate with ``cfg.model``, optionally self-repair, score; write ``out/results.json``; return it.
+    ``out`` is locked while this runs (a second process on it stops at once with a UserError)."""
+    with run_lock(out, "eval directory"):
+        return _run_eval(cfg, Path(out), progress)
+
+
+def _repair(cfg: EvalConfig, tasks, by_id, out: Path, score, progress: bool) -> list[dict]:
+    """Multi-step repair after generation: per-step pass@k (the last step's samples become samples.jsonl)."""
+    from iterkd.evaluate.generate import server_kw
+    from iterkd.evaluate.repair import repair_steps
+    from iterkd.models import SamplingParams, load_generator
+    from iterkd.sandbox import Limits
+
+    first = read_samples(out / "samples.jsonl", by_id)
+    step_files = repair_steps(
+        lambda: load_generator(cfg.model, backend=cfg.backend, **server_kw(cfg.backend, cfg.batch_size)),
+        tasks, cfg.n_samples, [s.solution for s in first], cfg.repair_steps,
+        SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed),
+        Limits() if cfg.timeout is None else Limits(timeout_s=cfg.timeout), out, workers=cfg.workers,
+        batch_size=cfg.batch_size, progress=progress,
+    )
+    steps = [{"step": k, "pass_at_k": score(f, False)["pass_at_k"], "samples": f.name} for k, f in enumerate(step_files[:-1])]
+    atomic_write_text(out / "samples.jsonl", step_files[-1].read_text(encoding="utf-8"))
+    return steps
+
+
+def _run_eval(cfg: EvalConfig, out: Path, progress: bool) -> dict:
     from iterkd.evaluate.generate import GenerationSettings, generate
     from iterkd.tasks import load_tasks
 
-    cfg.validate()
     if cfg.n_samples > 1 and cfg.temperature == 0:
         print("warning: --n-samples > 1 with --temperature 0 draws identical greedy samples", file=sys.stderr)
     all_tasks = load_tasks(cfg.benchmark, cfg.split)
@@ -72,29 +109,15 @@ def run_eval(cfg: EvalConfig, out: Path, progress: bool = True) -> dict:
     stats = generate(tasks, settings, out, batch_size=cfg.batch_size, progress=progress)
     gen_seconds = time.perf_counter() - began
     name = benchmark_name(cfg.benchmark)
-    score = lambda path, show: score_samples(  # noqa: E731
-        name, by_id, read_samples(path, by_id), workers=cfg.workers, timeout=cfg.timeout, progress=show
-    )
-    steps = []
-    if cfg.repair_steps:
-        from iterkd.evaluate.repair import repair_steps
-        from iterkd.evaluate.generate import server_kw
-        from iterkd.models import SamplingParams, load_generator
-        from iterkd.sandbox import Limits
 
-        first = read_samples(out / "samples.jsonl", by_id)
-        step_files = repair_steps(
-            lambda: load_generator(cfg.model, backend=cfg.backend, **server_kw(cfg.backend, cfg.batch_size)), tasks, cfg.n_samples, [s.solution for s in first],
-            cfg.repair_steps,
-            SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed),
-            Limits() if cfg.timeout is None else Limits(timeout_s=cfg.timeout), out, workers=cfg.workers,
-            batch_size=cfg.batch_size, progress=progress,
-        )
-        for k, step_file in enumerate(step_files[:-1]):
-            steps.append({"step": k, "pass_at_k": score(step_file, False)["pass_at_k"], "samples": step_file.name})
-        (out / "samples.jsonl").write_text(step_files[-1].read_text(encoding="utf-8"), encoding="utf-8")
+    def score(path: Path, show: bool) -> dict:
+        return score_samples(name, by_id, read_samples(path, by_id), workers=cfg.workers, timeout=cfg.timeout,
+                             progress=show)
+
+    steps = _repair(cfg, tasks, by_id, out, score, progress) if cfg.repair_steps else []
     results = score(out / "samples.jsonl", progress)
-    results["generation"] = {**stats, "wall_seconds": round(gen_seconds, 2), "settings": asdict(settings)}
+    shown = {**asdict(settings), "model": _portable(settings.model, out)}  # no machine paths in results
+    results["generation"] = {**stats, "wall_seconds": round(gen_seconds, 2), "settings": shown}
     if cfg.repair_steps:
         steps.append({"step": cfg.repair_steps, "pass_at_k": results["pass_at_k"],
                       "samples": f"samples.step{cfg.repair_steps}.jsonl"})

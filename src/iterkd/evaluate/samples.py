@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iterkd.errors import UserError
+from iterkd.io import read_jsonl
 from iterkd.tasks import Task
-from iterkd.tasks.loaders import read_jsonl
 
 
 @dataclass

@@ -1,48 +1,32 @@
-"""Model backends: the small-model registry, generation backends (llama.cpp, transformers, and the teacher
-client for OpenAI-compatible endpoints), prompts and answer sanitising.
+"""Student models: the small-model registry, the generation backends behind one interface, llama.cpp servers.
 
-Importing this package is cheap: torch / transformers / llama_cpp / openai are imported only when a backend is
-loaded (``load_generator``).
+    base.py              the interface (Generator, SamplingParams, Completion) and its helpers
+    load.py              load_generator: model + backend name -> Generator
+    backends/            llama.cpp in process (llamacpp.py), transformers (hf.py)
+    registry.py          built-in models fetched from PyPI packages (GGUF)
+    llama_server.py      a llama.cpp server process (native llama-server or llama_cpp.server)
+    llamacpp_source.py   building the native llama-server
+
+OpenAI-compatible endpoints (and the llama-server backend) are served by ``iterkd.teacher``'s client.
+Importing this package is cheap: torch / transformers / llama_cpp / openai are imported when a backend loads.
 """
 
-from iterkd.models.base import Completion, Generator, GenStats, SamplingParams, load_generator
-from iterkd.models.openai_client import (
-    BudgetExceeded,
-    Ledger,
-    OpenAIChatGenerator,
-    TeacherConfig,
-    TeacherRequestError,
-    Usage,
-    load_teacher,
-)
-from iterkd.models.prompts import PROMPT_VERSION, build_messages, refine_messages
+from iterkd.models.base import Completion, Generator, GenStats, SamplingParams
+from iterkd.models.load import load_generator
 from iterkd.models.registry import MODELS, ModelRef, ModelSpec, cache_dir, cached_path, fetch, list_models, resolve
-from iterkd.models.sanitize import extract_code, sanitize
 
 __all__ = [
     "MODELS",
-    "BudgetExceeded",
-    "Ledger",
-    "OpenAIChatGenerator",
-    "TeacherConfig",
-    "TeacherRequestError",
-    "Usage",
-    "load_teacher",
-    "PROMPT_VERSION",
     "Completion",
     "GenStats",
     "Generator",
     "ModelRef",
     "ModelSpec",
     "SamplingParams",
-    "build_messages",
-    "refine_messages",
     "cache_dir",
     "cached_path",
-    "extract_code",
     "fetch",
     "list_models",
     "load_generator",
     "resolve",
-    "sanitize",
 ]

@@ -1,4 +1,5 @@
-"""The generation interface shared by the backends, and ``load_generator``.
+"""The generation interface shared by the backends (interfaces and small helpers only; the factory is
+``iterkd.models.load``).
 
 A Generator turns chat conversations (lists of ``{"role", "content"}`` messages) into completions, using the
 model's own chat template. Seeds: sample ``j`` of a conversation is drawn with ``sample_seed(params.seed,
@@ -9,30 +10,31 @@ the order or batching of conversations (llama.cpp backend; the transformers back
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol, runtime_checkable
+from typing import ClassVar, Optional, Protocol, runtime_checkable
 
+from pydantic import Field
+
+from iterkd.config import ConfigModel
 from iterkd.errors import UserError
 
 
-@dataclass
-class SamplingParams:
-    temperature: float = 0.0
-    top_p: float = 0.95
-    max_tokens: int = 512
-    seed: int = 0
-    stop: list[str] | None = None
-    top_k: int = 0  # 0 = no top-k filtering (same meaning in both backends)
+class SamplingParams(ConfigModel):
+    """How to sample (a config's ``student_sampling`` section; also built from a teacher's settings). Fields
+    may be given by position in this order: temperature, top_p, max_tokens, seed."""
 
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise UserError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_tokens < 1:
-            raise UserError(f"max_tokens must be >= 1, got {self.max_tokens}")
+    where: ClassVar[str] = "sampling"
+
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1)
+    seed: int = 0
+    stop: Optional[list[str]] = None
+    top_k: int = Field(0, ge=0)  # 0 = no top-k filtering (same meaning in every backend)
 
     @property
     def greedy(self) -> bool:
@@ -156,6 +158,11 @@ def queue_size(generator, batch_size: int) -> int:
     return max(batch_size, 4 * getattr(generator, "concurrent_requests", 1))
 
 
+def copies(c: Completion, n: int) -> list[Completion]:
+    """Greedy decoding: the one completion, returned ``n`` times (generated once; counted once in stats)."""
+    return [c] + [dataclasses.replace(c) for _ in range(n - 1)]
+
+
 def sample_seed(seed: int, conversation: list[dict], index: int) -> int:
     """A 31-bit seed for sample ``index`` of ``conversation`` (stable across runs, orders and batchings)."""
     blob = json.dumps([seed, index, conversation], sort_keys=True, ensure_ascii=False).encode()
@@ -168,75 +175,3 @@ def truncate_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
         return text, False
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
-
-
-BACKENDS = ("auto", "llamacpp", "hf", "openai", "llama-server")
-_ALIASES = {"llama.cpp": "llamacpp", "llama_cpp": "llamacpp", "llama-cpp": "llamacpp", "transformers": "hf",
-            "server": "llama-server", "llama_server": "llama-server"}
-
-
-def canonical_backend(backend: str) -> str:
-    """The backend's canonical name (aliases resolved); UserError for an unknown one."""
-    b = _ALIASES.get(backend.lower(), backend.lower())
-    if b not in BACKENDS:
-        raise UserError(f"unknown backend {backend!r}; choose one of: auto, llama.cpp, transformers, llama-server, openai")
-    return b
-
-
-def llama_cpp_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("llama_cpp") is not None
-
-
-def _servable(model: str) -> bool:
-    """A registry name or a .gguf path (what the embedded llama.cpp server can serve)."""
-    from iterkd.models.registry import MODELS
-
-    return model.strip().lower() in MODELS or model.strip().lower().endswith(".gguf")
-
-
-def load_generator(model: str, backend: str = "auto", **kw) -> Generator:
-    """Load ``model`` (registry name, .gguf path, HF directory or hub id) with a backend.
-
-    backend: ``"auto"`` (GGUF -> llama.cpp, falling back to transformers if llama-cpp-python is not
-    installed; HF directory / hub id -> transformers), ``"llamacpp"`` or ``"hf"`` (aliases
-    ``"llama.cpp"``, ``"transformers"``), or ``"openai"`` (an OpenAI-compatible endpoint, see
-    ``openai_client.py``: ``model`` is the endpoint's model name and the keyword arguments are
-    ``TeacherConfig`` fields such as base_url; a registry name or .gguf path without base_url is served by an
-    embedded llama.cpp server), or ``"llama-server"`` (alias ``"server"``: a registry name or .gguf path served
-    by llama.cpp's native llama-server, ``parallel`` requests decoded together -- the fast path for many prompts
-    on a CPU; answers are not cached, callers keep them). Extra keyword arguments go to the backend's
-    constructor (llama.cpp: n_ctx, n_threads, n_gpu_layers, seed, verbose; transformers: device, dtype,
-    batch_size; llama-server: parallel, server_threads, server_n_ctx).
-    """
-    from iterkd.models.registry import resolve
-
-    b = canonical_backend(backend)
-    if b == "llama-server":
-        from iterkd.models.openai_client import TeacherConfig, load_teacher
-
-        if not _servable(model):
-            raise UserError(f"{model}: the llama-server backend serves a registry model or a .gguf file")
-        parallel = int(kw.pop("parallel", 8))
-        cfg = {"served_model": model, "server_impl": "native", "server_parallel": parallel, "concurrency": parallel,
-               "cache_path": ":memory:", **kw}
-        return load_teacher(TeacherConfig.from_dict(cfg))
-    if b == "openai":
-        from iterkd.models.openai_client import TeacherConfig, load_teacher
-
-        if "base_url" not in kw and "served_model" not in kw and _servable(model):
-            return load_teacher(TeacherConfig.from_dict({"served_model": model, **kw}))
-        return load_teacher(TeacherConfig.from_dict({"model": model, **kw}))
-    ref = resolve(model)
-    if b == "auto":
-        b = "llamacpp" if ref.is_gguf and llama_cpp_available() else "hf"
-    if b == "llamacpp":
-        if not ref.is_gguf:
-            raise UserError(f"{model}: the llama.cpp backend needs a GGUF file; use --backend hf for this model")
-        from iterkd.models.llamacpp import LlamaCppGenerator
-
-        return LlamaCppGenerator(ref, **kw)
-    from iterkd.models.hf import HFGenerator
-
-    return HFGenerator(ref, **kw)

@@ -54,7 +54,7 @@ _PARENT_PID = "--iterkd-parent-pid"
 IMPLS = ("auto", "native", "python")
 
 # Servers still running, stopped at interpreter exit if their owner forgot (weak: no leak of stopped ones).
-_LIVE: "weakref.WeakSet[LlamaServer]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[LlamaServer] = weakref.WeakSet()
 
 
 def _stop_all_at_exit() -> None:
@@ -192,7 +192,7 @@ class LlamaServer:
     def _command(self) -> list[str]:
         extra_bufts = self.extra_bufts
         if extra_bufts is None:
-            from iterkd.models.llamacpp import cpu_has_amx
+            from iterkd.models.backends.llamacpp import cpu_has_amx
 
             extra_bufts = not cpu_has_amx()
         if self.binary is not None:
@@ -223,7 +223,7 @@ class LlamaServer:
             cmd.append(_NO_EXTRA_BUFTS)
         return cmd + self.extra_args
 
-    def start(self) -> "LlamaServer":
+    def start(self) -> LlamaServer:
         """Start the server and wait until it answers; raise UserError (with the log's tail) if it does not."""
         with self._lock:
             if self.running:
@@ -349,7 +349,7 @@ class LlamaServer:
 
     close = stop
 
-    def __enter__(self) -> "LlamaServer":
+    def __enter__(self) -> LlamaServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

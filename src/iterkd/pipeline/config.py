@@ -5,59 +5,87 @@ loaded from YAML plus ``key=value`` overrides (dotted keys reach into sections: 
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Optional
 
+from pydantic import Field, field_validator, model_validator
+
+from iterkd.config import ConfigModel, load_yaml, parse_override, validate_with_origin
 from iterkd.errors import UserError
 
 SECTIONS = ("student_sampling", "teacher", "train", "eval")
 
 
-@dataclass
-class DistillConfig:
+class DistillConfig(ConfigModel):
+    """One ``iterkd distill`` run. Every section is checked when the config is built (so before any work)."""
+
+    where: ClassVar[str] = "config"
+
     method: str = "persd-combine"
     run_dir: str = ""
     seed_tasks: str = "mbpp"                 # benchmark name or a task JSONL file
-    seed_split: str | None = "train"         # MBPP split (ignored for task files)
-    limit: int | None = None                 # only the first N seed tasks
+    seed_split: Optional[str] = "train"      # MBPP split (ignored for task files)
+    limit: Optional[int] = Field(None, gt=0)  # only the first N seed tasks
     student: str = "smollm2-135m-instruct"   # registry name, .gguf, model dir or hub id
     student_backend: str = "auto"            # generation backend for student attempts (llama-server: parallel)
-    stage_dir: str | None = None             # stage records (attempts, teacher answers); None = RUN/data
+    stage_dir: Optional[str] = None          # stage records (attempts, teacher answers); None = RUN/data
     teacher_sees_reference: bool = False     # PERsD repairs with the task's reference solution in context (PD code)
-    sandbox_timeout: float = 3.0             # CPU seconds per program (at least 4x a task's reference time)
-    batch_size: int = 8                      # prompts per generation call (servers, APIs: 4x their slots)
+    sandbox_timeout: float = Field(3.0, gt=0)  # CPU seconds per program (at least 4x a task's reference time)
+    batch_size: int = Field(8, gt=0)         # prompts per generation call (servers, APIs: 4x their slots)
     eval_base: bool = True                   # also evaluate the untrained student (before/after table)
     parquet: bool = False                    # also write data/train.parquet (same rows as train.jsonl)
-    # sections: TeacherConfig, SamplingParams, TrainConfig and eval settings by their own field names
-    student_sampling: dict = field(default_factory=lambda: {"temperature": 0.3, "top_p": 0.95, "max_tokens": 512, "seed": 0})
-    teacher: dict = field(default_factory=lambda: {"served_model": "qwen2.5-coder-1.5b-instruct", "temperature": 0.0, "max_tokens": 512})
-    train: dict = field(default_factory=dict)
-    eval: dict = field(default_factory=lambda: {"benchmarks": ["humaneval", "mbpp"], "backend": "transformers", "max_tokens": 512})
+    # sections: SamplingParams, TeacherConfig, TrainConfig and EvalConfig by their own field names
+    student_sampling: dict = Field(default_factory=lambda: {"temperature": 0.3, "top_p": 0.95, "max_tokens": 512, "seed": 0})
+    teacher: dict = Field(default_factory=lambda: {"served_model": "qwen2.5-coder-1.5b-instruct", "temperature": 0.0, "max_tokens": 512})
+    train: dict = Field(default_factory=dict)
+    eval: dict = Field(default_factory=lambda: {"benchmarks": ["humaneval", "mbpp"], "backend": "transformers", "max_tokens": 512})
 
-    def validate(self) -> "DistillConfig":
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
         from iterkd.methods import METHODS
 
-        if self.method not in METHODS:
-            raise UserError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if not self.run_dir:
-            raise UserError("run_dir is not set (in the config or as run_dir=PATH)")
-        if self.limit is not None and self.limit <= 0:
-            raise UserError(f"limit must be > 0, got {self.limit}")
-        from iterkd.models.base import canonical_backend
+        if value not in METHODS:
+            raise ValueError(f"unknown method {value!r}; choose one of {', '.join(METHODS)}")
+        return value
 
-        canonical_backend(self.student_backend)
-        for name in SECTIONS:
-            if not isinstance(getattr(self, name), dict):
-                raise UserError(f"{name} must be a mapping of settings")
+    @field_validator("student_backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        from iterkd.models.load import canonical_backend
+
+        canonical_backend(value)  # UserError naming the known backends
+        return value
+
+    @model_validator(mode="after")
+    def _sections(self) -> DistillConfig:
+        if not self.run_dir:
+            raise ValueError("run_dir is not set (in the config or as run_dir=PATH)")
+        self.sections()
         return self
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def sections(self) -> tuple:
+        """The sections as typed configs (SamplingParams, TeacherConfig, TrainConfig, [EvalConfig per
+        benchmark]); a bad value in any of them is a UserError naming the section."""
+        from iterkd.evaluate.run import EvalConfig
+        from iterkd.models.base import SamplingParams
+        from iterkd.teacher import TeacherConfig
+        from iterkd.train import config_from_dict
+
+        run = Path(self.run_dir)
+        train = config_from_dict({**self.train, "model": self.student, "train_file": str(run / "data" / "train.jsonl"),
+                                  "output_dir": str(run / "train")}, "train")
+        settings = {k: v for k, v in self.eval.items() if k not in ("benchmarks", "export_gguf")}
+        benchmarks = self.eval.get("benchmarks", ["humaneval", "mbpp"])
+        if not isinstance(benchmarks, list) or not benchmarks:
+            raise UserError(f"eval: 'benchmarks' must be a non-empty list, got {benchmarks!r}")
+        evals = [EvalConfig.from_dict({**settings, "model": self.student, "benchmark": b}, "eval") for b in benchmarks]
+        return (SamplingParams.from_dict(self.student_sampling, "student_sampling"),
+                TeacherConfig.from_dict(self.teacher, "teacher"), train, evals)
 
 
 def _set(values: dict, key: str, value: Any, where: str) -> None:
-    top = [f.name for f in fields(DistillConfig)]
+    top = DistillConfig.field_names()
     head, _, rest = key.partition(".")
     if head not in top:
         close = difflib.get_close_matches(head, top, n=3)
@@ -65,45 +93,34 @@ def _set(values: dict, key: str, value: Any, where: str) -> None:
     if rest:
         if head not in SECTIONS:
             raise UserError(f"{where}: {head!r} is not a section; {key!r} cannot be set")
-        section = dict(values.get(head) or getattr(DistillConfig(), head))
+        section = dict(values.get(head) or _default(head))
         section[rest] = value
         values[head] = section
     else:
         values[head] = value
 
 
-def load_distill_config(path: str | Path | None, overrides: list[str], method: str | None = None) -> DistillConfig:
-    import yaml
+def _default(section: str) -> dict:
+    return DistillConfig.model_fields[section].get_default(call_default_factory=True)
 
+
+def load_distill_config(path: str | Path | None, overrides: list[str], method: str | None = None) -> DistillConfig:
+    """The config file (optional) + ``key=value`` overrides (dotted keys reach into sections) + ``--method``,
+    validated -- sections included -- before anything runs."""
     values: dict[str, Any] = {}
+    origin: dict[str, str] = {}  # top-level key -> where it was set, for error messages
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"{path}: no such config file")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            raise UserError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: expected a mapping of settings")
-        for key, value in data.items():
+        for key, value in load_yaml(path).items():
             if str(key) in SECTIONS and isinstance(value, dict):
-                values[str(key)] = {**getattr(DistillConfig(), str(key)), **value}
+                values[str(key)] = {**_default(str(key)), **value}
             else:
                 _set(values, str(key), value, str(path))
+            origin[str(key)] = str(path)
     for text in overrides:
-        key, sep, raw = text.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"override {text!r}: expected key=value")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        _set(values, key.strip(), value, f"override {text!r}")
+        key, value = parse_override(text)
+        _set(values, key, value, f"override {text!r}")
+        origin[key.partition(".")[0]] = f"override {text!r}"
     if method is not None:
         values["method"] = method
-    try:
-        return DistillConfig(**values).validate()
-    except TypeError as e:
-        raise UserError(f"bad config: {e}") from None
+        origin["method"] = "--method"
+    return validate_with_origin(DistillConfig, values, origin, "config")

@@ -17,22 +17,13 @@ teacher's SQLite cache, TRL checkpoints, eval generations).
 
 from __future__ import annotations
 
-import json
+import contextlib
 import time
 from pathlib import Path
 
 from iterkd.errors import UserError
+from iterkd.io import atomic_write_json, atomic_write_text, read_json, run_lock
 from iterkd.pipeline.config import DistillConfig
-
-
-def _train_config(cfg: DistillConfig, run: Path):
-    """The config's ``train:`` section, typed and checked like ``iterkd train`` input, aimed at this run."""
-    from iterkd.train import config_from_dict
-
-    values = {**cfg.train, "model": cfg.student, "train_file": str(run / "data" / "train.jsonl"),
-              "output_dir": str(run / "train")}
-    return config_from_dict(values, "train")
-
 
 # Settings that decide what a stage record holds: runs may share a stage_dir only when these agree.
 _STAGE_KEYS = ("seed_tasks", "seed_split", "student", "student_sampling", "sandbox_timeout", "teacher_sees_reference")
@@ -42,35 +33,40 @@ _TEACHER_KEYS = ("served_model", "base_url", "model", "temperature", "top_p", "m
 def _stage_dir(cfg: DistillConfig, run: Path) -> Path:
     """Where the stage records live (RUN/data, or a stage_dir shared by runs, e.g. the rows of an experiment);
     a shared directory remembers the settings that made its records and refuses others."""
-    from iterkd.models.prompts import PROMPT_VERSION
-    from iterkd.tasks.loaders import pin_settings
+    from iterkd.codegen.prompts import PROMPT_VERSIONS
+    from iterkd.io import pin_settings
 
     if not cfg.stage_dir:
         return run / "data"
     path = Path(cfg.stage_dir)
     wanted = {k: getattr(cfg, k) for k in _STAGE_KEYS}
     wanted["teacher"] = {k: cfg.teacher.get(k) for k in _TEACHER_KEYS}
-    wanted["prompt_version"] = PROMPT_VERSION
-    pin_settings(path / "stage_settings.json", wanted, f"stage_dir {path}", "use another stage_dir")
+    wanted["prompt_version"] = PROMPT_VERSIONS["student"]  # the key older stage directories were pinned with
+    families = {f"prompt_version:{family}": v for family, v in PROMPT_VERSIONS.items() if family != "student"}
+    wanted.update(families)
+    # pin files written before the families were recorded held records of their v1 wordings
+    pin_settings(path / "stage_settings.json", wanted, f"stage_dir {path}", "use another stage_dir",
+                 assumed={k: "v1" for k in families})
     return path
 
 
 def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     """Student attempts -> feedback -> teacher -> training set; returns the data card."""
     from iterkd.methods import collect, write_dataset
-    from iterkd.models import SamplingParams, TeacherConfig, load_generator, load_teacher
-    from iterkd.models.base import LazyGenerator, canonical_backend
+    from iterkd.models import load_generator
+    from iterkd.models.base import LazyGenerator
+    from iterkd.models.load import canonical_backend
     from iterkd.sandbox import Limits, Sandbox
     from iterkd.tasks import load_tasks
+    from iterkd.teacher import load_teacher
 
-    card_path = run / "data" / "data_card.json"
-    if card_path.exists():
-        return json.loads(card_path.read_text())
+    card = read_json(run / "data" / "data_card.json")  # None when missing or cut by a crash: rebuild
+    if card is not None:
+        return card
     split = cfg.seed_split if cfg.seed_tasks == "mbpp" else None
     tasks = load_tasks(cfg.seed_tasks, split)
     tasks = [t for t in tasks if t.tests][: cfg.limit] if cfg.limit else [t for t in tasks if t.tests]
-    student_params = SamplingParams(**cfg.student_sampling)
-    teacher_cfg = TeacherConfig.from_dict(cfg.teacher)
+    student_params, teacher_cfg, _, _ = cfg.sections()
     limits = Limits(timeout_s=cfg.sandbox_timeout)
     began = time.perf_counter()
     stage_dir = _stage_dir(cfg, run)
@@ -79,8 +75,9 @@ def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
         kw = {"parallel": cfg.batch_size} if canonical_backend(cfg.student_backend) == "llama-server" else {}
         student = LazyGenerator(lambda: load_generator(cfg.student, backend=cfg.student_backend, **kw))
     teacher = load_teacher(teacher_cfg)
+    shared = run_lock(stage_dir, "stage_dir") if cfg.stage_dir else contextlib.nullcontext()
     try:
-        with Sandbox(limits=limits) as sandbox:
+        with shared, Sandbox(limits=limits) as sandbox:
             examples, stats = collect(cfg.method, tasks, student, teacher, student_params, teacher_cfg.sampling(),
                                       sandbox, limits, stage_dir, batch_size=cfg.batch_size, progress=progress,
                                       teacher_sees_reference=cfg.teacher_sees_reference)
@@ -95,7 +92,7 @@ def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     extra = {"teacher": usage, "seed_source": cfg.seed_tasks, "seed_split": split, "student": cfg.student,
              "data_seconds": round(time.perf_counter() - began, 1)}
     write_dataset(examples, stats, run / "data", extra, parquet=cfg.parquet)
-    return json.loads(card_path.read_text())
+    return read_json(run / "data" / "data_card.json")
 
 
 def train_student(cfg: DistillConfig, run: Path) -> tuple[Path, float]:
@@ -105,34 +102,33 @@ def train_student(cfg: DistillConfig, run: Path) -> tuple[Path, float]:
     if (final / "config.json").exists():
         return final, 0.0
     began = time.perf_counter()
-    path = train(_train_config(cfg, run))
+    path = train(cfg.sections()[2])
     return path, time.perf_counter() - began
 
 
 def evaluate(cfg: DistillConfig, model: str, out: Path, progress: bool) -> dict:
-    from iterkd.evaluate.run import EvalConfig, benchmark_name, run_eval
+    from iterkd.evaluate.run import benchmark_name, run_eval
 
-    settings = {k: v for k, v in cfg.eval.items() if k not in ("benchmarks", "export_gguf")}
     results = {}
-    for bench in cfg.eval.get("benchmarks", ["humaneval", "mbpp"]):
-        try:
-            ecfg = EvalConfig(model=model, benchmark=bench, **settings)
-        except TypeError as e:
-            raise UserError(f"eval: {e}") from None
-        name = benchmark_name(bench)
-        doc = run_eval(ecfg, out / name, progress=progress)
+    for ecfg in cfg.sections()[3]:
+        name = benchmark_name(ecfg.benchmark)
+        doc = run_eval(ecfg.model_copy(update={"model": model}), out / name, progress=progress)
         results[name] = {"pass_at_k": doc["pass_at_k"], "n_tasks": doc["n_tasks"],
-                          **({"repair_steps": doc["repair_steps"]} if "repair_steps" in doc else {})}
+                         **({"repair_steps": doc["repair_steps"]} if "repair_steps" in doc else {})}
     return results
 
 
 def run_distill(cfg: DistillConfig, progress: bool = True) -> dict:
-    """Run (or resume) ``cfg.method`` end to end; return the summary written to RUN/summary.json."""
+    """Run (or resume) ``cfg.method`` end to end; return the summary written to RUN/summary.json. The run
+    directory is locked for the whole run: a second process on it stops at once with a UserError."""
+    with run_lock(cfg.run_dir):
+        return _run_locked(cfg, Path(cfg.run_dir), progress)
+
+
+def _run_locked(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     import yaml
 
-    run = Path(cfg.run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    atomic_write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     began = time.perf_counter()
     card = build_data(cfg, run, progress)
     final, train_seconds = train_student(cfg, run)
@@ -155,7 +151,7 @@ def run_distill(cfg: DistillConfig, progress: bool = True) -> dict:
         summary["trained_gguf"] = trained
     summary["trained"] = evaluate(cfg, trained, run / "eval" / "trained", progress)
     summary["wall_seconds_this_call"] = round(time.perf_counter() - began, 1)
-    (run / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    atomic_write_json(run / "summary.json", summary)
     return summary
 
 

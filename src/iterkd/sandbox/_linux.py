@@ -5,8 +5,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import sys
 import signal
+import sys
 import time
 
 CLONE_NEWNS = 0x00020000

@@ -18,7 +18,7 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from . import cgroup as cg
 from . import protocol
@@ -393,7 +393,7 @@ class Sandbox:
             self._finalizer()
             atexit.unregister(self._finalizer)
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *exc) -> None:

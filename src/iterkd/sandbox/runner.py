@@ -53,7 +53,7 @@ def _cut(s: str, n: int) -> str:
 def short_repr(v, n: int = 400) -> str:
     try:
         r = _repr.repr(v)
-    except BaseException as e:  # noqa: BLE001 - user objects may raise anything
+    except BaseException as e:
         r = f"<repr failed: {type(e).__name__}>"
     return _cut(r, n)
 
@@ -61,7 +61,7 @@ def short_repr(v, n: int = 400) -> str:
 def format_exc(e: BaseException, n: int = 600) -> str:
     try:
         msg = str(e)
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         msg = "<str() failed>"
     name = type(e).__name__
     return _cut(f"{name}: {msg}" if msg else name, n)
@@ -191,7 +191,7 @@ def _compile_expr(expr, filename: str, cache: bool = False):
 
 def _eval(expr, ns, filename, env=None, cache=False):
     code = _compile_expr(expr, filename, cache)
-    return eval(code, ns, env) if env is not None else eval(code, ns)  # noqa: S307
+    return eval(code, ns, env) if env is not None else eval(code, ns)
 
 
 def _eval_parts(expr, parts, ns, filename):
@@ -234,7 +234,7 @@ def _call_text(src: str, call, ns) -> str:
                 else _src(src, a) for a in call.args]
         args += [f"{k.arg}={_src(src, k.value)}" if k.arg else f"**{_src(src, k.value)}" for k in call.keywords]
         return f"{_src(src, call.func)}({', '.join(args)})"
-    except Exception:  # noqa: BLE001
+    except Exception:
         return _src(src, call)
 
 
@@ -290,7 +290,7 @@ def run_assert(node: ast.Assert, src: str, ns: dict, filename: str) -> None:
             ok = bool(value)
     except TestFailure:
         raise
-    except BaseException as e:  # noqa: BLE001 - includes SystemExit, KeyboardInterrupt
+    except BaseException as e:
         if isinstance(e, MemoryError):
             raise
         inp = _src(src, focus) if focus is not None else _src(src, node)
@@ -302,7 +302,7 @@ def run_assert(node: ast.Assert, src: str, ns: dict, filename: str) -> None:
     if node.msg is not None:
         try:
             msg = "\nMESSAGE: " + short_repr(_eval(node.msg, ns, filename), 300)
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             msg = ""
     if kind == "cmp":
         left, right = parts  # (test itself was rewritten by _eval_parts)
@@ -408,7 +408,7 @@ def _plain_value(src: str, node, names: dict):
         return _src(src, node)
     try:
         return short_repr(_eval(node, {"__builtins__": {}}, "<feedback>", dict(names)))
-    except Exception:  # noqa: BLE001
+    except Exception:
         return _src(src, node)
 
 
@@ -471,10 +471,10 @@ def run_block(src: str, ns: dict, filename: str, sources: dict) -> None:
     """Run a multi-statement test block (loops, `check(candidate)` calls...); raise TestFailure on failure."""
     code = compile(rewrite(src, filename), filename, "exec")
     try:
-        exec(code, ns)  # noqa: S102
+        exec(code, ns)
     except MemoryError:
         raise
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         raise TestFailure(block_feedback(e, sources, ns, _cut(src.strip(), 300))) from None
     finally:
         for k in (_L, _R, _C):
@@ -515,7 +515,7 @@ def run_job(job: dict, token: str, verdict_fd: int, feedback_chars: int = 1000, 
         for stream in (out, err):
             try:
                 stream.flush()
-            except BaseException:  # noqa: BLE001
+            except BaseException:
                 pass
         state["feedback"] = _cut(state["feedback"], feedback_chars)
         emit("V", state)
@@ -533,8 +533,8 @@ def run_job(job: dict, token: str, verdict_fd: int, feedback_chars: int = 1000, 
                 state["feedback"] = "ERROR: " + state["reason"]
                 finish()
             try:
-                exec(code, ns)  # noqa: S102
-            except BaseException as e:  # noqa: BLE001 - SystemExit too: leaving early is an error, not a pass
+                exec(code, ns)
+            except BaseException as e:
                 line = _failing_line(e, f"<{what}>")
                 at = f" (line {line} of the {what})" if line else f" (in the {what})"
                 if isinstance(e, MemoryError):
@@ -567,7 +567,7 @@ def run_job(job: dict, token: str, verdict_fd: int, feedback_chars: int = 1000, 
                 progress(i + 1)
         state.update(status="passed", reason="")
         finish()
-    except BaseException as e:  # noqa: BLE001 - anything escaping above is a runner problem
+    except BaseException as e:
         try:
             state.update(status="error", reason=_cut("sandbox runner failure: " + format_exc(e), 300))
             finish()

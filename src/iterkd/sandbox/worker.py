@@ -48,7 +48,7 @@ def preload(names) -> list[str]:
     for name in names:
         try:
             __import__(name)
-        except Exception:  # noqa: BLE001
+        except Exception:
             failed.append(name)
     return failed
 
@@ -215,7 +215,7 @@ def _set_rlimits(lim: Limits, cgroup_active: bool) -> None:
         resource.setrlimit(res, val)
 
 
-def _child(ctx: "Worker", job: dict, box: list, lim: Limits, scratch: str, w_out: int, w_err: int, w_v: int) -> None:
+def _child(ctx: Worker, job: dict, box: list, lim: Limits, scratch: str, w_out: int, w_err: int, w_v: int) -> None:
     try:
         os.setsid()
         if ctx.cgroup is not None:
@@ -246,7 +246,7 @@ def _child(ctx: "Worker", job: dict, box: list, lim: Limits, scratch: str, w_out
         word = ctx.progress_word
         runner.run_job(job, box.pop(), VERDICT_FD, lim.feedback_chars,
                        progress=lambda k, _pack=struct.pack_into, _w=word: _pack("<q", _w, 0, k))
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         try:
             os.write(2, f"sandbox child setup failed: {type(e).__name__}: {e}\n".encode())
         finally:
@@ -277,7 +277,7 @@ class Worker:
                            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
         # text streams for a job's fds 0/1/2 (the child dup2s its pipes there); never used in the worker itself
         enc = dict(encoding="utf-8", errors="backslashreplace", closefd=False)
-        self.std = (open(0, "r", **enc), open(1, "w", **enc), open(2, "w", **enc))  # noqa: SIM115
+        self.std = (open(0, **enc), open(1, "w", **enc), open(2, "w", **enc))
         # top-level names in /tmp holding a read-only checkout/virtualenv (never cleaned)
         self.kept_tmp_names = {p.split("/")[2] for p in L.kept_under_tmp(L.interpreter_paths())}
 
@@ -335,7 +335,7 @@ class Worker:
                         os.kill(pid, signal.SIGKILL)
                     _, status, rusage = os.wait4(pid, 0)
                     return status, rusage, True
-                for fd, ev in poller.poll(left * 1000 + 1):
+                for fd, _ev in poller.poll(left * 1000 + 1):
                     if fd == pidfd:
                         _, status, rusage = os.wait4(pid, 0)
                         return status, rusage, False
@@ -437,7 +437,7 @@ class Worker:
                 return
             try:
                 res = self.run(msg["job"])
-            except Exception as e:  # noqa: BLE001 - report, keep serving
+            except Exception as e:
                 reason = f"sandbox failure: {type(e).__name__}: {e}"
                 res = {"status": "error", "reason": reason, "feedback": "ERROR: " + reason,
                        "n_tests": len(msg.get("job", {}).get("tests") or [])}
@@ -460,7 +460,7 @@ def main() -> None:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.close(devnull)
-    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", closefd=False)
     mode = cfg["mode"]
     limits = Limits.from_dict(cfg["limits"])
     report: dict = {"mode": mode, "preload_failed": preload(cfg.get("preload", PRELOAD))}
@@ -502,7 +502,7 @@ def main() -> None:
             L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
         report["subreaper"] = True
         report["rlimits"] = True
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         _ready_fail(fout, f"worker isolation setup failed: {type(e).__name__}: {e}")
     import gc
 

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from iterkd.errors import UserError
+from iterkd.io import read_jsonl
 from iterkd.tasks.model import Task
 from iterkd.tasks.testsplit import docstring_examples, parse, split_check_function
 
@@ -17,56 +18,9 @@ BENCHMARKS = ("humaneval", "mbpp")
 MBPP_SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974), "all": (1, 974)}
 
 
-def read_jsonl(path: Path, opener=open) -> list[tuple[int, dict]]:
-    """(line number, object) for each non-blank line; a user error names the file and line."""
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append((lineno, row))
-    return rows
-
-
 def _reference_cpu() -> dict[str, float]:
     """Reference-solution CPU seconds of the slow benchmark tasks (scripts/calibrate_budgets.py)."""
     return json.loads((resources.files("iterkd.tasks") / "data" / "reference_cpu.json").read_text())
-
-
-def read_progress_log(path: Path, key) -> dict:
-    """Rows of an append-only progress log (generations, stage records) by ``key(row)``. A line cut by a
-    crash is skipped, so its work is simply done again; a missing file is an empty log."""
-    done: dict = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[key(row)] = row
-    return done
-
-
-def pin_settings(path: Path, wanted: dict, holder: str, hint: str) -> None:
-    """Resumable outputs remember the settings that made them: write ``wanted`` to ``path`` (JSON) the first time,
-    and later refuse (UserError naming what changed) to add to ``holder`` under other settings."""
-    wanted = json.loads(json.dumps(wanted))  # as it reads back (tuples -> lists)
-    if path.exists():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != wanted:
-            diff = ", ".join(f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in wanted.items() if previous.get(k) != v)
-            raise UserError(f"{holder} holds outputs made with other settings ({diff}); {hint}")
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(wanted, indent=1) + "\n", encoding="utf-8")
 
 
 def load_humaneval() -> list[Task]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from iterkd.errors import UserError
-from iterkd.tasks.loaders import read_jsonl
+from iterkd.io import read_jsonl
 
 TEXT = "text"
 CHAT = "chat"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import shutil
 import sys
@@ -33,7 +32,8 @@ import time
 from pathlib import Path
 
 from iterkd.errors import UserError
-from iterkd.train.config import CONFIG_FILENAME, TrainConfig
+from iterkd.io import atomic_write_json
+from iterkd.train.config import CONFIG_FILENAME, TRL_FIELDS, TrainConfig
 from iterkd.train.data import CHAT, read_rows
 
 SUMMARY_FILENAME = "train_summary.json"
@@ -113,34 +113,14 @@ def sft_config(cfg: TrainConfig):
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
             raise UserError(f"training config: sft_args key {key!r} is not an SFTConfig field{hint}")
     packing = bool(cfg.sft_args.get("packing", False))
-    kwargs = dict(
+    kwargs = {name: getattr(cfg, name) for name in TRL_FIELDS}  # same names, same meaning
+    kwargs.update(
         output_dir=str(cfg.output_path),
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        optim=cfg.optim,
         # "drop": TRL keeps whole sequences and we drop the long ones after tokenization (packing needs the length)
         max_length=cfg.max_length if (cfg.long_examples == "truncate" or packing) else None,
-        completion_only_loss=cfg.completion_only_loss,
         bf16=bool(cfg.bf16),
         fp16=False,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        seed=cfg.seed,
-        logging_steps=cfg.logging_steps,
-        save_strategy=cfg.save_strategy,
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
         eval_strategy=cfg.eval_strategy if cfg.eval_file else "no",
-        eval_steps=cfg.eval_steps,
-        report_to=cfg.report_to,
-        dataloader_num_workers=cfg.dataloader_num_workers,
         dataloader_pin_memory=_cuda(),
         include_num_input_tokens_seen="non_padding",
     )
@@ -184,7 +164,6 @@ def build_trainer(cfg: TrainConfig, model=None, tokenizer=None):
 
     Returns ``(trainer, resolved_config, info)``; ``info`` records the model reference, data format, example counts and the
     number of examples dropped as too long."""
-    cfg.validate()
     rows, fmt = read_rows(cfg.train_file, "train_file")  # data mistakes surface before the heavy imports
     eval_rows = None
     if cfg.eval_file:
@@ -324,7 +303,7 @@ def train(config: TrainConfig, model=None, tokenizer=None) -> Path:
         "tokens_per_second": round(tokens / runtime, 1) if runtime > 0 else None,
         "device": str(trainer.args.device),
     }
-    (out / SUMMARY_FILENAME).write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / SUMMARY_FILENAME, summary, indent=2)
     _log(
         f"{session_steps} steps in {runtime:.1f}s ({summary['tokens_per_second']} tokens/s), "
         f"global step {state.global_step}, loss {summary['train_loss']}; model saved to {final}"

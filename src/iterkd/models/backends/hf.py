@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 
 from iterkd.errors import UserError
-from iterkd.models.base import BaseGenerator, Completion, SamplingParams, sample_seed, truncate_at_stop
+from iterkd.models.base import BaseGenerator, Completion, SamplingParams, copies, sample_seed, truncate_at_stop
 from iterkd.models.registry import ModelRef
 
 
@@ -152,12 +152,7 @@ class HFGenerator(BaseGenerator):
             rows = self._generate(convs, params, n, seed)
             for row in rows:
                 generated.extend(row)
-                if len(row) < n:  # greedy: copies of the one completion
-                    c = row[0]
-                    row = [c] + [
-                        Completion(c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason) for _ in range(n - 1)
-                    ]
-                results.append(row)
+                results.append(copies(row[0], n) if len(row) < n else row)
         self.stats.add(results, time.perf_counter() - start, generated)
         return results
 

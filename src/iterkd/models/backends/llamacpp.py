@@ -19,7 +19,7 @@ import threading
 import time
 
 from iterkd.errors import UserError
-from iterkd.models.base import BaseGenerator, Completion, SamplingParams, sample_seed
+from iterkd.models.base import BaseGenerator, Completion, SamplingParams, copies, sample_seed
 from iterkd.models.registry import ModelRef
 
 
@@ -150,7 +150,7 @@ class LlamaCppGenerator(BaseGenerator):
             if params.greedy:  # greedy: one completion, returned n times
                 c = self._one(conv, params, sample_seed(params.seed, conv, 0))
                 generated.append(c)
-                row = [c] + [Completion(c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason) for _ in range(n - 1)]
+                row = copies(c, n)
             else:
                 row = [self._one(conv, params, sample_seed(params.seed, conv, j)) for j in range(n)]
                 generated.extend(row)

@@ -358,7 +358,7 @@ def _task_fields(task, entry_point, prompt):
     ep = entry_point if entry_point is not None else getattr(task, "entry_point", None)
     pr = prompt if prompt is not None else None
     if pr is None and task is not None:
-        from iterkd.models.prompts import prompt_is_code
+        from iterkd.codegen.prompts import prompt_is_code
 
         try:
             if prompt_is_code(task):
@@ -422,7 +422,7 @@ def _sanitize(answer: str, entry_point: str | None, prompt: str | None) -> str |
     pre_defs: list[str] = []
     if ctx is not None:
         have = chosen.names()
-        for seg, bound, _ in ctx.imports:
+        for seg, _bound, _ in ctx.imports:
             if seg not in chosen.import_sources():
                 imports.append(seg)
         for key in ctx.order:

@@ -1,5 +1,10 @@
-'''Chat prompts, one per benchmark. The exact templates are part of the results' contract: results record
-``PROMPT_VERSION`` and a change of wording must bump it.
+'''Chat prompts, one family per job. The exact templates are part of the results' contract: each family has a
+version in ``PROMPT_VERSIONS`` that a change of its wording must bump. Eval results record the student's
+(``PROMPT_VERSION``); a shared stage directory pins them all (``iterkd.pipeline.distill``), so records made
+with an old wording are never mixed with new ones.
+
+Student prompts (evaluation, student attempts, teacher direct answers: the student trains on exactly the
+shape it is scored on):
 
 No system message is sent: each model's chat template applies its own default (if any).
 
@@ -41,13 +46,37 @@ Refinement (multi-step inference, and PERsD-refine training examples) -- one use
     {feedback}
 
     Rectify the code based on the error. Reply with the complete corrected function in a single ```python code block.
+
+Teacher repair (PERsD; after the PD code's rectification prompt, one user turn)::
+
+    You are a Python expert. A student wrote code for the task below, but it fails a unit test.
+    Rectify the INCORRECT CODE based on the ERROR from unit testing:
+    - fix the logic so that the function solves the task;
+    - stay as close as possible to the student's code, unless it is badly wrong, in which case rewrite it;
+    - reply with the complete corrected function, with the imports it needs, in a single ```python code block.
+
+    TASK:
+    {student prompt}
+
+    INCORRECT CODE:
+    ```python
+    {code}
+    ```
+
+    ERROR:
+    {feedback}
+
+With ``teacher_sees_reference`` the teacher first "answered" the task with its reference solution (the PD
+code's v1 prompt: its gold code is injected as the assistant's first turn), then gets the request above.
 '''
 
 from __future__ import annotations
 
 import ast
 
-PROMPT_VERSION = "v1"
+# one version per prompt family; bump a family's version when its wording changes
+PROMPT_VERSIONS = {"student": "v1", "student-refine": "v1", "teacher-repair": "v1"}
+PROMPT_VERSION = PROMPT_VERSIONS["student"]  # what eval results record (generation.settings.prompt_version)
 
 CODE_INSTRUCTION = (
     "Complete the following Python function. Reply with the complete function, including the imports it needs, "
@@ -105,3 +134,37 @@ def refine_messages(task, code: str, feedback: str) -> list[dict]:
     """The student repairs its own code given execution feedback (multi-step inference, PERsD-refine data)."""
     text = STUDENT_REFINE.format(task=build_user_prompt(task), code=code.strip(), feedback=feedback.strip())
     return [{"role": "user", "content": text}]
+
+
+TEACHER_REPAIR = (
+    "You are a Python expert. A student wrote code for the task below, but it fails a unit test.\n"
+    "Rectify the INCORRECT CODE based on the ERROR from unit testing:\n"
+    "- fix the logic so that the function solves the task;\n"
+    "- stay as close as possible to the student's code, unless it is badly wrong, in which case rewrite it;\n"
+    "- reply with the complete corrected function, with the imports it needs, in a single ```python code block.\n\n"
+    "TASK:\n{task}\n\nINCORRECT CODE:\n```python\n{code}\n```\n\nERROR:\n{feedback}"
+)
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def direct_messages(task) -> list[dict]:
+    """Text-to-code: the evaluation prompt (used for student attempts and teacher direct answers)."""
+    return user(build_user_prompt(task))
+
+
+def repair_messages(task, code: str, feedback: str, reference: str | None = None) -> list[dict]:
+    """The teacher is asked to repair the student's code, staying close to it. With ``reference`` (the task's
+    reference solution) the PD code's default two-turn form is used: the task, the reference as the teacher's
+    own earlier answer, then the repair request -- the teacher fixes the student's code knowing a solution."""
+    ask = TEACHER_REPAIR.format(task=build_user_prompt(task), code=code.strip(), feedback=feedback.strip())
+    if reference is None:
+        return user(ask)
+    return [*direct_messages(task), {"role": "assistant", "content": code_answer(reference)}, *user(ask)]
+
+
+def code_answer(code: str) -> str:
+    """A training target in the shape the student answers at evaluation: one python code block."""
+    return f"```python\n{code.strip()}\n```"

@@ -1,0 +1,117 @@
+"""The one resumable stage engine: requests -> model -> records, appended to a JSONL log batch by batch.
+
+Every stage that asks a model something uses it: evaluation generation (``iterkd.evaluate.generate``),
+multi-step repair (``iterkd.evaluate.repair``) and the distillation stages (``iterkd.methods``: student
+attempts, teacher answers and repairs). What a stage does with an answer is its ``records`` function: a code
+stage sanitises and runs it in the sandbox (``verified_records``), evaluation keeps the raw text, a judge
+keeps text.
+
+Contract: a request's ``key`` is unique in its stage and equals ``key(row)`` of the record it produced. A rerun
+reads the log, skips the keys already there and asks only for the rest, so a crash or Ctrl-C loses at most
+one batch (a cut last line is skipped and redone; the teacher's cache makes even that free).
+Requests go to the generator ``queue_size(generator, batch_size)`` at a time, consecutive requests with the
+same sampling parameters together; the generator is touched only when something is left to do (so a
+``LazyGenerator`` whose stage is complete loads no model and starts no server).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iterkd.feedback import execution_feedback, job_for
+from iterkd.io import ProgressLog, read_progress_log
+from iterkd.tasks import Task
+
+
+@dataclass
+class Request:
+    key: Hashable               # unique within the stage, e.g. "Mbpp/601#0" or ("HumanEval/0", 3)
+    task: Task | None
+    messages: list[dict]
+    meta: dict = field(default_factory=dict)   # copied into the record
+    params: object = None       # SamplingParams for this request; None = the stage's
+
+
+@dataclass
+class StageStats:
+    """What one ``run_stage`` call generated now (not what was already in the log)."""
+
+    generated_now: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+
+# records(batch of requests, one completion each, seconds the call took) -> one JSON-able record per request
+Records = Callable[[list[Request], list, float], list[dict]]
+
+
+def _batches(todo: list[Request], size: int):
+    """Consecutive runs of at most ``size`` requests that share their sampling parameters."""
+    batch: list[Request] = []
+    for r in todo:
+        if batch and (len(batch) == size or r.params is not batch[0].params):
+            yield batch
+            batch = []
+        batch.append(r)
+    if batch:
+        yield batch
+
+
+def run_stage(
+    name: str,
+    generator,
+    requests: list[Request],
+    params,
+    path: Path,
+    records: Records,
+    key: Callable[[dict], Hashable] = lambda row: row["key"],
+    batch_size: int = 8,
+    progress: bool = True,
+    stats: StageStats | None = None,
+) -> dict:
+    """Answer every request not yet in ``path``; return the records of ``requests`` by key."""
+    from tqdm import tqdm
+
+    from iterkd.models.base import queue_size
+
+    done = read_progress_log(path, key)
+    todo = [r for r in requests if r.key not in done]
+    stats = stats if stats is not None else StageStats()
+    if todo:
+        chunk = queue_size(generator, batch_size)
+        with ProgressLog(path) as log, tqdm(total=len(todo), desc=name, unit="request", disable=not progress) as bar:
+            for batch in _batches(todo, chunk):
+                began = time.perf_counter()
+                outs = generator.chat([r.messages for r in batch], batch[0].params or params, n=1)
+                spent = time.perf_counter() - began
+                completions = [o[0] for o in outs]
+                rows = records(batch, completions, spent)
+                log.append(rows)
+                done.update((r.key, row) for r, row in zip(batch, rows))
+                stats.generated_now += len(batch)
+                stats.seconds += spent
+                stats.prompt_tokens += sum(c.prompt_tokens for c in completions)
+                stats.completion_tokens += sum(c.completion_tokens for c in completions)
+                bar.update(len(batch))
+    return {r.key: done[r.key] for r in requests}
+
+
+def verified_records(name: str, sandbox, limits) -> Records:
+    """Records of a code stage: each answer sanitised and judged on its task's tests in the sandbox."""
+    from iterkd.codegen import sanitize
+
+    def records(batch: list[Request], completions: list, seconds: float) -> list[dict]:
+        codes = [sanitize(c.text, r.task) for r, c in zip(batch, completions)]
+        verdicts = sandbox.map([job_for(r.task, code, limits) for r, code in zip(batch, codes)])
+        return [
+            {"key": r.key, "task_id": r.task.task_id, "stage": name, **r.meta, "raw": c.text, "code": code,
+             "status": v.status, "passed": v.passed, "feedback": execution_feedback(v),
+             "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens}
+            for r, c, code, v in zip(batch, completions, codes, verdicts)
+        ]
+
+    return records
