@@ -24,7 +24,9 @@ from iterkd.models.llamacpp_source import SERVER_ENV, native_server
 
 MODEL = "smollm2-135m-instruct"
 needs_native = pytest.mark.skipif(native_server() is None, reason="llama-server not built (make llama-server)")
-CONVS = [[{"role": "user", "content": f"Write a Python function that returns {k} times its argument."}] for k in range(2, 7)]
+# prompts of distinct lengths: a prompt's token count tells which prompt an answer belongs to
+CONVS = [[{"role": "user", "content": "Write a Python function that returns its argument" + " plus one" * k + "."}]
+         for k in range(5)]
 
 
 def _alive(pid: int) -> bool:
@@ -49,10 +51,11 @@ def test_native_server_serves_parallel_requests_in_order(tmp_path):
         out = gen.chat(CONVS, params)
         assert gen.requests_sent == 5 and len(out) == 5
         assert all(row[0].completion_tokens > 0 and row[0].prompt_tokens > 0 for row in out)
-        # answers come back in input order: each one is the answer to its own prompt (one at a time agrees
-        # token for token on at least most of them; batched sums may differ in a late token)
-        alone = [gen.chat([c], params)[0][0].text for c in CONVS]
-        assert sum(a == row[0].text for a, row in zip(alone, out)) >= 3
+        # answers come back in input order: each one is the answer to its own prompt (its prompt's token count
+        # is the witness; the text itself may differ from a lone request's: batched sums are not bit-equal)
+        alone = [gen.chat([c], params)[0][0] for c in CONVS]
+        assert [a.prompt_tokens for a in alone] == [row[0].prompt_tokens for row in out]
+        assert len({a.prompt_tokens for a in alone}) == len(CONVS)
         assert gen.cache.path is None  # eval answers are not cached (generations.jsonl keeps them)
         sampled = gen.chat(CONVS[:1], SamplingParams(temperature=0.8, max_tokens=16, seed=3), n=2)
         assert len(sampled[0]) == 2 and all(c.text for c in sampled[0])

@@ -34,6 +34,29 @@ def test_config_overrides_reach_into_sections(tmp_path):
         load_distill_config(tmp_path / "missing.yaml", [])
 
 
+def test_rewording_a_prompt_makes_a_shared_stage_dir_refuse(tmp_path, monkeypatch):
+    """Stage records are pinned to every prompt family's version: a reworded teacher prompt never mixes old
+    records with new ones."""
+    from iterkd.codegen import prompts
+    from iterkd.pipeline.distill import _stage_dir
+
+    stages = tmp_path / "stages"
+    cfg = load_distill_config(None, [f"run_dir={tmp_path / 'a'}", f"stage_dir={stages}"], "persd")
+    assert _stage_dir(cfg, tmp_path / "a") == stages
+    pinned = json.loads((stages / "stage_settings.json").read_text())
+    assert pinned["prompt_version"] == "v1" and pinned["prompt_version:teacher-repair"] == "v1"
+    monkeypatch.setitem(prompts.PROMPT_VERSIONS, "teacher-repair", "v2")
+    with pytest.raises(UserError, match="other settings.*prompt_version:teacher-repair: 'v1' -> 'v2'"):
+        _stage_dir(cfg, tmp_path / "a")
+    # a stage_dir pinned before the families were recorded (student version only) holds v1 records
+    monkeypatch.setitem(prompts.PROMPT_VERSIONS, "teacher-repair", "v1")
+    (stages / "stage_settings.json").write_text(json.dumps({k: v for k, v in pinned.items() if ":" not in k}))
+    assert _stage_dir(cfg, tmp_path / "a") == stages
+    monkeypatch.setitem(prompts.PROMPT_VERSIONS, "student-refine", "v2")
+    with pytest.raises(UserError, match="prompt_version:student-refine: 'v1' -> 'v2'"):
+        _stage_dir(cfg, tmp_path / "a")
+
+
 @pytest.mark.slow
 def test_stand_end_to_end_then_resume(tmp_path):
     from iterkd.pipeline import run_distill
@@ -69,6 +92,17 @@ def test_stand_end_to_end_then_resume(tmp_path):
 
     again = run_distill(load_distill_config(None, overrides, "stand"), progress=False)
     assert again["train_seconds"] == 0.0 and again["data"] == card and again["trained"] == summary["trained"]
+
+    # A "stage finished" file cut by a crash is detected and its stage redone from the stage records (no
+    # teacher call, same training set), never crashed on.
+    train_set = (run / "data" / "train.jsonl").read_text()
+    for name in ("data/data_card.json", "summary.json"):
+        text = (run / name).read_text()
+        (run / name).write_text(text[: len(text) // 2])
+    third = run_distill(load_distill_config(None, overrides, "stand"), progress=False)
+    assert third["data"]["examples"] == card["examples"] and third["data"]["teacher"]["usage"]["calls"] == 0
+    assert (run / "data" / "train.jsonl").read_text() == train_set and third["trained"] == summary["trained"]
+    assert json.loads((run / "summary.json").read_text())["data"] == third["data"]
 
 
 @pytest.mark.slow

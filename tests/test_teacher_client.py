@@ -262,6 +262,13 @@ def test_retries_exhausted_and_retry_after_and_timeout(http):
     with _fake_teacher(http, None, timeout_s=0.2, max_retries=1) as gen:
         with pytest.raises(TeacherRequestError, match=r"after 2 attempt\(s\): request timed out"):
             gen.chat(CONVS[:1], GREEDY)
+    # Without timeout_s the timeout fits the request: max_tokens at expected_tokens_per_s, at least min_timeout_s.
+    fitted = dict(min_timeout_s=0.3, expected_tokens_per_s=100.0, max_retries=0)
+    with _fake_teacher(http, None, **fitted) as gen:
+        assert gen.config.request_timeout_s(8) == 0.3 and gen.config.request_timeout_s(400) == 4.0
+        with pytest.raises(TeacherRequestError, match=r"after 1 attempt\(s\): request timed out"):
+            gen.chat(CONVS[:1], GREEDY)  # 8 tokens: 0.3 s, the answer takes 1 s
+        assert gen.chat(CONVS[:1], SamplingParams(temperature=0.0, max_tokens=400))[0][0].text == "ok"  # 4 s
 
 
 def test_load_generator_openai_backend(http):
@@ -300,7 +307,10 @@ def test_parallel_in_order_and_greedy_deterministic(server, tmp_path):
         assert gen.stats.completions == 6 and gen.stats.completion_tokens > 0
     with _teacher(server, tmp_path, "b.sqlite", concurrency=1) as gen:  # fresh cache, one at a time, reversed
         single = [gen.chat([c], GREEDY)[0][0] for c in reversed(CONVS)][::-1]
-    assert [row[0].text for row in batch] == [c.text for c in single]
+    # In input order: each answer is its own prompt's (the prompt's token count is the witness; the text of a
+    # batched greedy answer may differ from a lone one's, which llama.cpp's servers do not promise to match).
+    assert [row[0].prompt_tokens for row in batch] == [c.prompt_tokens for c in single]
+    assert len({c.prompt_tokens for c in single}) == 3
     assert all(row[0].text == row[1].text for row in batch)
     assert len({c.text for c in single}) == 3 and all(c.text for c in single)
     assert all(c.finish_reason in ("stop", "length") and c.prompt_tokens > 0 for c in single)
