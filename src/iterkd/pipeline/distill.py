@@ -18,6 +18,7 @@ teacher's SQLite cache, TRL checkpoints, eval generations).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -132,8 +133,10 @@ def _run_locked(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     began = time.perf_counter()
     card = build_data(cfg, run, progress)
     final, train_seconds = train_student(cfg, run)
-    summary = {"method": cfg.method, "run_dir": str(run), "data": card, "train_seconds": round(train_seconds, 1),
-               "trained_model": str(final)}
+    # model paths are relative to the run directory: a run (or its committed copy) does not name this machine
+    rel = lambda path: os.path.relpath(path, run)  # noqa: E731
+    summary = {"method": cfg.method, "run_dir": cfg.run_dir, "data": card, "train_seconds": round(train_seconds, 1),
+               "trained_model": rel(final)}
     outtype = cfg.eval.get("export_gguf")  # e.g. q8_0: evaluate through llama.cpp, several times faster on a CPU
     if cfg.eval_base:
         base = cfg.student
@@ -141,14 +144,14 @@ def _run_locked(cfg: DistillConfig, run: Path, progress: bool) -> dict:
             from iterkd.train.export import export_untrained
 
             base = str(export_untrained(cfg.student, run / "base-model", outtype))
-            summary["base_gguf"] = base
+            summary["base_gguf"] = rel(base)
         summary["base"] = evaluate(cfg, base, run / "eval" / "base", progress)
     trained = str(final)
     if outtype:
         from iterkd.train.export import export_gguf
 
         trained = str(export_gguf(final, outtype=outtype))
-        summary["trained_gguf"] = trained
+        summary["trained_gguf"] = rel(trained)
     summary["trained"] = evaluate(cfg, trained, run / "eval" / "trained", progress)
     summary["wall_seconds_this_call"] = round(time.perf_counter() - began, 1)
     atomic_write_json(run / "summary.json", summary)

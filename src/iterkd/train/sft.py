@@ -290,8 +290,8 @@ def train(config: TrainConfig, model=None, tokenizer=None) -> Path:
     final = _save_final(trainer, trainer.processing_class, cfg)
     summary = {
         **info,
-        "final": str(final),
-        "resumed_from": str(resume) if resume else None,
+        "final": final.name,  # relative to output_dir
+        "resumed_from": resume.name if resume else None,  # relative to output_dir
         "global_step": state.global_step,
         "session_steps": session_steps,
         "train_loss": result.training_loss if math.isfinite(result.training_loss) else None,
