@@ -11,9 +11,8 @@ from pathlib import Path
 
 from iterkd.evaluate.passk import pass_at_k_table
 from iterkd.evaluate.samples import Sample
+from iterkd.sandbox.types import STATUSES
 from iterkd.tasks import Task
-
-STATUSES = ("passed", "failed", "timeout", "error")
 
 
 def score_samples(

@@ -17,8 +17,6 @@ from iterkd.evaluate.check import score_samples, write_results
 from iterkd.evaluate.samples import read_samples
 from iterkd.io import atomic_write_text, run_lock
 
-BACKENDS = ("auto", "llama.cpp", "transformers", "llama-server")
-
 
 class EvalConfig(ConfigModel):
     """One ``iterkd eval`` run (the CLI's options, or a distill config's ``eval:`` section plus model and
@@ -44,14 +42,14 @@ class EvalConfig(ConfigModel):
     @field_validator("backend")
     @classmethod
     def _backend(cls, value: str) -> str:
-        from iterkd.models.load import canonical_backend
+        from iterkd.models.load import NAMES, canonical_backend
 
         try:
-            known = canonical_backend(value) != "openai"
+            known = canonical_backend(value) != "openai"  # evaluation runs a local student
         except UserError:
             known = False
         if not known:
-            raise ValueError(f"unknown backend {value!r}; choose {', '.join(BACKENDS)}")
+            raise ValueError(f"unknown backend {value!r}; choose {', '.join(n for n in NAMES if n != 'openai')}")
         return value
 
 

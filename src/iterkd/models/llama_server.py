@@ -190,11 +190,9 @@ class LlamaServer:
         self.binary = binary
 
     def _command(self) -> list[str]:
-        extra_bufts = self.extra_bufts
-        if extra_bufts is None:
-            from iterkd.models.backends.llamacpp import cpu_has_amx
+        from iterkd.models.backends.llamacpp import use_extra_bufts
 
-            extra_bufts = not cpu_has_amx()
+        extra_bufts = use_extra_bufts(self.extra_bufts)
         if self.binary is not None:
             cmd = [
                 str(self.binary), "--model", str(self.model_path), "--alias", self.model_name,
@@ -394,22 +392,14 @@ def _serve(argv: list[str]) -> None:
         i = argv.index(_PARENT_PID)
         _watch_parent(int(argv[i + 1]))
         del argv[i : i + 2]
-    if no_extra_bufts:
-        import llama_cpp.llama_cpp as low
-
-        orig = low.llama_model_default_params
-
-        def patched():
-            params = orig()
-            if hasattr(params, "use_extra_bufts"):
-                params.use_extra_bufts = False
-            return params
-
-        low.llama_model_default_params = patched
+    import llama_cpp
     from llama_cpp.server.__main__ import main
 
+    from iterkd.models.backends.llamacpp import model_params_override
+
     sys.argv = ["llama_cpp.server", *argv]
-    main()
+    with model_params_override(llama_cpp, **({"use_extra_bufts": False} if no_extra_bufts else {})):
+        main()
 
 
 if __name__ == "__main__":

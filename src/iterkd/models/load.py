@@ -5,7 +5,8 @@ from __future__ import annotations
 from iterkd.errors import UserError
 from iterkd.models.base import Generator
 
-BACKENDS = ("auto", "llamacpp", "hf", "openai", "llama-server")
+BACKENDS = ("auto", "llamacpp", "hf", "openai", "llama-server")  # canonical names
+NAMES = ("auto", "llama.cpp", "transformers", "llama-server", "openai")  # what users are told to choose from
 _ALIASES = {"llama.cpp": "llamacpp", "llama_cpp": "llamacpp", "llama-cpp": "llamacpp", "transformers": "hf",
             "server": "llama-server", "llama_server": "llama-server"}
 
@@ -14,7 +15,7 @@ def canonical_backend(backend: str) -> str:
     """The backend's canonical name (aliases resolved); UserError for an unknown one."""
     b = _ALIASES.get(backend.lower(), backend.lower())
     if b not in BACKENDS:
-        raise UserError(f"unknown backend {backend!r}; choose one of: auto, llama.cpp, transformers, llama-server, openai")
+        raise UserError(f"unknown backend {backend!r}; choose one of: {', '.join(NAMES)}")
     return b
 
 

@@ -41,7 +41,7 @@ class SandboxError(RuntimeError):
     """The sandbox cannot be set up (no isolation available, workers fail to start, ...)."""
 
 
-class _Worker:
+class _WorkerHandle:
     def __init__(self, slot: int, proc: subprocess.Popen, scratch_root: str | None):
         self.slot = slot
         self.proc = proc
@@ -77,7 +77,7 @@ class Sandbox:
         self.start_timeout = start_timeout_s
         self.warnings: list[str] = []
         self.cgroup_version = cg.detect() if isolation in ("auto", "namespaces") else None
-        self._workers: list[_Worker] = []
+        self._workers: list[_WorkerHandle] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._owner: int | None = None
@@ -143,7 +143,7 @@ class Sandbox:
                    "--chdir", "/tmp", "--", *cmd]
         return cmd
 
-    def _spawn_many(self, slots: list[int]) -> list[_Worker]:
+    def _spawn_many(self, slots: list[int]) -> list[_WorkerHandle]:
         ws = []
         for slot in slots:
             scratch = tempfile.mkdtemp(prefix=f"iterkd-sandbox-w{slot}-") if self.mode == "none" else None
@@ -154,7 +154,7 @@ class Sandbox:
                 cfg["preload"] = self.preload
             proc = subprocess.Popen(self._command(cfg), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     env=dict(_WORKER_ENV), cwd="/", start_new_session=True, bufsize=0)
-            ws.append(_Worker(slot, proc, scratch))
+            ws.append(_WorkerHandle(slot, proc, scratch))
         deadline = time.monotonic() + self.start_timeout
         waiting = {w.rfd: w for w in ws}
         try:
@@ -250,7 +250,7 @@ class Sandbox:
                     if out[0] is not None:
                         yield out
 
-    def _dispatch(self, w: _Worker, i: int, job: Job):
+    def _dispatch(self, w: _WorkerHandle, i: int, job: Job):
         if not isinstance(job, Job):
             raise TypeError(f"expected a Job, got {type(job).__name__}")
         lim = job.limits or self.limits
@@ -266,7 +266,7 @@ class Sandbox:
             return self._replace(w, "sandbox worker died")
         return None
 
-    def _replace(self, w: _Worker, reason: str) -> tuple[int | None, Result]:
+    def _replace(self, w: _WorkerHandle, reason: str) -> tuple[int | None, Result]:
         """Kill a broken worker and everything it started; start a fresh one in its slot."""
         index, started = w.index, w.started
         w.job_id = w.index = None
@@ -329,11 +329,11 @@ class Sandbox:
         self._owner = None
         self._lock.release()
 
-    def _kill_workers(self, ws: list[_Worker]) -> None:
+    def _kill_workers(self, ws: list[_WorkerHandle]) -> None:
         Sandbox._terminate(ws, self.cgroup_version, graceful=False)
 
     @staticmethod
-    def _terminate(ws: list[_Worker], cgroup_version: str | None, graceful: bool) -> None:
+    def _terminate(ws: list[_WorkerHandle], cgroup_version: str | None, graceful: bool) -> None:
         from . import _linux as L
 
         if graceful:
@@ -381,7 +381,7 @@ class Sandbox:
                 shutil.rmtree(w.scratch_root, ignore_errors=True)
 
     @staticmethod
-    def _cleanup(workers: list[_Worker], cgroup_version: str | None, owner_pid: int) -> None:
+    def _cleanup(workers: list[_WorkerHandle], cgroup_version: str | None, owner_pid: int) -> None:
         if os.getpid() != owner_pid:  # a forked copy of the parent must not tear down the real pool
             return
         Sandbox._terminate(list(workers), cgroup_version, graceful=True)

@@ -41,8 +41,13 @@ def cpu_has_amx() -> bool:
 _PARAMS_LOCK = threading.Lock()
 
 
+def use_extra_bufts(wanted: bool | None) -> bool:
+    """llama.cpp's extra buffer types: as ``wanted``, or by default off on AMX CPUs (see the module docstring)."""
+    return not cpu_has_amx() if wanted is None else wanted
+
+
 @contextlib.contextmanager
-def _model_params_override(llama_cpp, **fields):
+def model_params_override(llama_cpp, **fields):
     """Llama() takes no argument for some llama_model_params fields; set them on the defaults it starts from."""
     if not fields:
         yield
@@ -97,11 +102,9 @@ class LlamaCppGenerator(BaseGenerator):
         if n_gpu_layers is None:
             n_gpu_layers = -1 if self.gpu else 0
         self.n_ctx = n_ctx
-        if extra_bufts is None:
-            extra_bufts = not cpu_has_amx()
-        override = {} if extra_bufts else {"use_extra_bufts": False}
+        override = {} if use_extra_bufts(extra_bufts) else {"use_extra_bufts": False}
         try:
-            with _model_params_override(llama_cpp, **override):
+            with model_params_override(llama_cpp, **override):
                 self._llm = llama_cpp.Llama(
                     model_path=str(ref.path),
                     n_ctx=n_ctx,
