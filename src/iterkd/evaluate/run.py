@@ -74,11 +74,16 @@ def run_eval(cfg: EvalConfig, out: Path, progress: bool = True) -> dict:
 
 def _repair(cfg: EvalConfig, tasks, by_id, out: Path, score, progress: bool) -> list[dict]:
     """Multi-step repair after generation: per-step pass@k (the last step's samples become samples.jsonl)."""
+    from iterkd.codegen.prompts import PROMPT_VERSIONS
     from iterkd.evaluate.generate import server_kw
     from iterkd.evaluate.repair import repair_steps
+    from iterkd.io import pin_settings
     from iterkd.models import SamplingParams, load_generator
     from iterkd.sandbox import Limits
 
+    # repairs.jsonl is resumed: pin the wording of the refinement prompt it was made with
+    pin_settings(out / "repair_config.json", {"prompt_version:student-refine": PROMPT_VERSIONS["student-refine"]},
+                 str(out), "use another --out")
     first = read_samples(out / "samples.jsonl", by_id)
     step_files = repair_steps(
         lambda: load_generator(cfg.model, backend=cfg.backend, **server_kw(cfg.backend, cfg.batch_size)),
