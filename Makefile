@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO_MODEL ?= smollm2-135m-instruct
 DEMO_OUT   ?= runs/demo-humaneval
 
-.PHONY: setup system models llama-server demo demo-eval test test-fast bench clean
+.PHONY: setup system models llama-server demo demo-eval test test-fast lint bench clean
 
 setup: $(STAMP) system
 
@@ -43,8 +43,12 @@ demo: models
 	$(BIN)/iterkd models fetch qwen2.5-coder-0.5b-instruct
 	ITERKD_THREADS=$${ITERKD_THREADS:-2} $(BIN)/iterkd distill --config configs/distill/demo.yaml
 
-test: models llama-server
+test: models llama-server lint
 	$(BIN)/python -m pytest -q
+
+# ruff (pinned in requirements.txt, configured in pyproject.toml): lint the code and the tests
+lint: setup
+	$(BIN)/ruff check src tests bench
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

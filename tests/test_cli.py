@@ -140,6 +140,13 @@ def test_eval_with_repair_steps_reports_each_step(tmp_path):
                    "--repair-steps", "2", "--max-tokens", "128", "--out", out, "-q")
     assert again.returncode == 0
     assert len((out / "repairs.jsonl").read_text().splitlines()) == len(repairs)
+    # repairs made with another wording of the refinement prompt are never mixed with this one's
+    pin = out / "repair_config.json"
+    assert json.loads(pin.read_text()) == {"prompt_version:student-refine": "v1"}
+    pin.write_text(json.dumps({"prompt_version:student-refine": "v0"}))
+    third = iterkd("eval", "--model", "smollm2-135m-instruct", "--benchmark", "mbpp", "--limit", "3",
+                   "--repair-steps", "2", "--max-tokens", "128", "--out", out, "-q")
+    assert third.returncode == 2 and "prompt_version:student-refine: 'v0' -> 'v1'" in third.stderr, third.stderr
 
 
 @pytest.mark.slow

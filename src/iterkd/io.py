@@ -99,7 +99,11 @@ class ProgressLog:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        cut = self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
+        cut = False
+        if self.path.exists() and self.path.stat().st_size:
+            with self.path.open("rb") as fh:  # does the last line end?
+                fh.seek(-1, os.SEEK_END)
+                cut = fh.read(1) != b"\n"
         self._fh = self.path.open("a", encoding="utf-8")
         if cut:
             self._fh.write("\n")

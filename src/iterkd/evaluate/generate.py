@@ -84,7 +84,7 @@ def _write_samples(tasks: list[Task], n_samples: int, done: dict, out: Path) -> 
 
 
 def _totals(stats: StageStats, rows: list[dict]) -> dict:
-    doc = {**asdict(stats), "seconds": stats.seconds}
+    doc = asdict(stats)
     doc["total_completion_tokens"] = sum(r["completion_tokens"] for r in rows)
     timed = [r for r in rows if "seconds" in r]  # rows written before timing was recorded have none
     if timed and len(timed) == len(rows):
