@@ -116,6 +116,7 @@ def test_distill_on_a_locked_run_dir_is_one_line_and_exit_2(tmp_path):
     ("eval.max_tokens=0", "eval: 'max_tokens' must be greater than 0"),
     ("teacher.temprature=0.2", "teacher: unknown setting 'temprature' (did you mean temperature?)"),
     ("student_sampling.top_p=0", "student_sampling: 'top_p' must be greater than 0"),
+    ("eval.benchmarks=humaneval", "eval: 'benchmarks' must be a list, got 'humaneval'"),
 ])  # fmt: skip
 def test_distill_checks_every_section_before_any_work(tmp_path, override, message):
     run = tmp_path / "run"

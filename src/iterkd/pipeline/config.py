@@ -77,8 +77,8 @@ class DistillConfig(ConfigModel):
                                   "output_dir": str(run / "train")}, "train")
         settings = {k: v for k, v in self.eval.items() if k not in ("benchmarks", "export_gguf")}
         benchmarks = self.eval.get("benchmarks", ["humaneval", "mbpp"])
-        if not isinstance(benchmarks, list) or not benchmarks:
-            raise UserError(f"eval: 'benchmarks' must be a non-empty list, got {benchmarks!r}")
+        if not isinstance(benchmarks, list):  # [] = train only (e.g. tuning rows scored separately)
+            raise UserError(f"eval: 'benchmarks' must be a list, got {benchmarks!r}")
         evals = [EvalConfig.from_dict({**settings, "model": self.student, "benchmark": b}, "eval") for b in benchmarks]
         return (SamplingParams.from_dict(self.student_sampling, "student_sampling"),
                 TeacherConfig.from_dict(self.teacher, "teacher"), train, evals)
