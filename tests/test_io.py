@@ -69,10 +69,16 @@ def test_pin_settings_refuses_other_settings_and_assumes_old_defaults(tmp_path):
 
 def _holder(directory: Path) -> subprocess.Popen:
     """A second process that takes the run lock of ``directory`` and keeps it until killed."""
-    code = ("import sys, time\nfrom iterkd.io import run_lock\nwith run_lock(sys.argv[1]):\n"
-            "    print('locked', flush=True)\n    time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(directory)], stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(SRC)))
+    code = (
+        "import sys, time\nfrom iterkd.io import run_lock\nwith run_lock(sys.argv[1]):\n"
+        "    print('locked', flush=True)\n    time.sleep(600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(directory)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(SRC)),
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -92,8 +98,9 @@ def test_run_lock_names_the_holder_and_dies_with_it(tmp_path):
 
 def _iterkd(*args, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(SRC))
-    return subprocess.run([sys.executable, "-m", "iterkd", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "iterkd", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
 
 
 def test_distill_on_a_locked_run_dir_is_one_line_and_exit_2(tmp_path):

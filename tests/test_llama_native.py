@@ -25,8 +25,10 @@ from iterkd.models.llamacpp_source import SERVER_ENV, native_server
 MODEL = "smollm2-135m-instruct"
 needs_native = pytest.mark.skipif(native_server() is None, reason="llama-server not built (make llama-server)")
 # prompts of distinct lengths: a prompt's token count tells which prompt an answer belongs to
-CONVS = [[{"role": "user", "content": "Write a Python function that returns its argument" + " plus one" * k + "."}]
-         for k in range(5)]
+CONVS = [
+    [{"role": "user", "content": "Write a Python function that returns its argument" + " plus one" * k + "."}]
+    for k in range(5)
+]
 
 
 def _alive(pid: int) -> bool:
@@ -94,7 +96,9 @@ def test_native_impl_without_binary_is_a_clear_error(tmp_path, monkeypatch):
         LlamaServer(MODEL, impl="native").start()
     monkeypatch.delenv(SERVER_ENV)
     monkeypatch.setenv("ITERKD_CACHE", str(tmp_path / "cache"))  # an empty cache: nothing built there
-    monkeypatch.setattr("iterkd.models.registry.resolve", lambda name: type("R", (), {"path": tmp_path / "m.gguf", "name": name})())
+    monkeypatch.setattr(
+        "iterkd.models.registry.resolve", lambda name: type("R", (), {"path": tmp_path / "m.gguf", "name": name})()
+    )
     with pytest.raises(UserError, match="iterkd models build-server"):
         LlamaServer(MODEL, impl="native").start()
     with pytest.raises(UserError, match="unknown impl"):
@@ -110,7 +114,9 @@ def test_eval_with_llama_server_backend(tmp_path):
     out = tmp_path / "ev"
     cfg = EvalConfig(model=MODEL, benchmark="humaneval", limit=4, backend="llama-server", batch_size=2, max_tokens=96)
     doc = run_eval(cfg, out, progress=False)
-    assert doc["n_samples"] == 4 and json.loads((out / "generation_config.json").read_text())["backend"] == "llama-server"
+    assert (
+        doc["n_samples"] == 4 and json.loads((out / "generation_config.json").read_text())["backend"] == "llama-server"
+    )
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["seconds"] > 0 for r in rows)
     gen = doc["generation"]

@@ -12,15 +12,24 @@ from iterkd.tasks import load_mbpp
 
 
 def _rec(task, code, passed, feedback=""):
-    return {"task_id": task.task_id, "code": code, "passed": passed, "status": "passed" if passed else "failed",
-            "feedback": feedback, "prompt_tokens": 10, "completion_tokens": 5}
+    return {
+        "task_id": task.task_id,
+        "code": code,
+        "passed": passed,
+        "status": "passed" if passed else "failed",
+        "feedback": feedback,
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+    }
 
 
 def test_examples_per_method_have_the_documented_shapes():
     t1, t2, t3 = load_mbpp("train")[:3]
-    attempts = {t1.task_id: _rec(t1, "def a(): return 0", False, "INPUT: a()\nOUTPUT: 0\nEXPECTED: 1"),
-                t2.task_id: _rec(t2, "def b(): return 1", False, "ERROR: NameError"),
-                t3.task_id: _rec(t3, t3.canonical_solution, True)}
+    attempts = {
+        t1.task_id: _rec(t1, "def a(): return 0", False, "INPUT: a()\nOUTPUT: 0\nEXPECTED: 1"),
+        t2.task_id: _rec(t2, "def b(): return 1", False, "ERROR: NameError"),
+        t3.task_id: _rec(t3, t3.canonical_solution, True),
+    }
     teacher = {t1.task_id: _rec(t1, "def a(): return 1", True), t2.task_id: _rec(t2, "def b(): return 2", False)}
     persd = build_examples("persd", [t1, t2, t3], attempts, teacher)
     assert [e["task_id"] for e in persd] == [t1.task_id]  # only the passing repair of a failed task
@@ -112,8 +121,10 @@ def test_stage_keeps_a_concurrent_backend_queued_and_resumes(tmp_path):
         assert gen.calls == [12, 8]  # 4 x 3 slots per call, not batch_size 2
         assert all(r["passed"] for r in recs.values()) and len(path.read_text().splitlines()) == 20
         again = _ReferenceAnswers(tasks, concurrent_requests=1)
-        assert run_stage("s", again, requests, SamplingParams(), path, records, batch_size=2,
-                         progress=False) == recs and again.calls == []
+        assert (
+            run_stage("s", again, requests, SamplingParams(), path, records, batch_size=2, progress=False) == recs
+            and again.calls == []
+        )
 
 
 def test_decontamination_catches_benchmark_tasks():
@@ -140,8 +151,19 @@ def test_collect_persd_combine_end_to_end_and_resume(tmp_path):
     student_params = SamplingParams(temperature=0.3, max_tokens=160, seed=0)
     teacher_params = SamplingParams(temperature=0.0, max_tokens=160, seed=0)
     with Sandbox(workers=2, limits=limits) as sb:
-        examples, stats = collect("persd-combine", tasks, model, model, student_params, teacher_params, sb, limits,
-                                  tmp_path / "data", batch_size=2, progress=False)
+        examples, stats = collect(
+            "persd-combine",
+            tasks,
+            model,
+            model,
+            student_params,
+            teacher_params,
+            sb,
+            limits,
+            tmp_path / "data",
+            batch_size=2,
+            progress=False,
+        )
         calls = model.stats.calls
         attempts = [json.loads(l) for l in (tmp_path / "data" / "student_attempts.jsonl").read_text().splitlines()]
         assert len(attempts) == stats.attempted == 4 - stats.dropped_contaminated
@@ -150,14 +172,26 @@ def test_collect_persd_combine_end_to_end_and_resume(tmp_path):
         repairs = [json.loads(l) for l in (tmp_path / "data" / "teacher_repair.jsonl").read_text().splitlines()]
         assert len(repairs) == stats.teacher_calls == stats.failed
         assert stats.examples == len(examples) == 2 * (stats.teacher_passed - stats.dropped_generated_contaminated)
+
         # a rerun resumes from the stage files: no new model calls, same examples, and the student is not even
         # loaded (a lazy student whose loading fails would raise)
         def no_student():
             raise AssertionError("the student was loaded although every attempt is on disk")
 
         student = LazyGenerator(no_student)
-        again, stats2 = collect("persd-combine", tasks, student, model, student_params, teacher_params, sb, limits,
-                                tmp_path / "data", batch_size=2, progress=False)
+        again, stats2 = collect(
+            "persd-combine",
+            tasks,
+            student,
+            model,
+            student_params,
+            teacher_params,
+            sb,
+            limits,
+            tmp_path / "data",
+            batch_size=2,
+            progress=False,
+        )
         assert model.stats.calls == calls and again == examples and stats2 == stats and not student.loaded
         student.close()
     model.close()

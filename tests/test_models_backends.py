@@ -16,7 +16,9 @@ from iterkd.models import Completion, SamplingParams, load_generator
 from iterkd.models.base import GenStats, sample_seed, truncate_at_stop
 
 MODEL = "smollm2-135m-instruct"
-CONV = [{"role": "user", "content": "Write a Python function add(a, b) that returns a + b. Use one ```python code block."}]
+CONV = [
+    {"role": "user", "content": "Write a Python function add(a, b) that returns a + b. Use one ```python code block."}
+]
 CONV2 = [{"role": "user", "content": "Write a Python function that reverses a string."}]
 
 has_llama = importlib.util.find_spec("llama_cpp") is not None

@@ -178,7 +178,7 @@ def test_indented_fence_in_markdown_list():
 
 
 def test_crlf_and_special_tokens():
-    ans = ("```python\r\n" + GOOD_MBPP.replace("\n", "\r\n") + "\r\n```<|im_end|>")
+    ans = "```python\r\n" + GOOD_MBPP.replace("\n", "\r\n") + "\r\n```<|im_end|>"
     ok_mbpp(ans)
 
 

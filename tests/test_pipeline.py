@@ -20,12 +20,16 @@ def test_config_overrides_reach_into_sections(tmp_path):
     assert cfg.teacher["temperature"] == 0.2 and cfg.teacher["served_model"] == "smollm2-135m-instruct"
     assert cfg.teacher["max_tokens"] == 512  # defaults of a section survive a partial section
     assert cfg.eval["limit"] == 3 and cfg.eval["benchmarks"] == ["humaneval", "mbpp"]
-    for bad, msg in ((["lmit=3"], r"unknown key 'lmit' \(did you mean limit"), (["method.x=1"], "not a section"),
-                     (["limit=0"], "override 'limit=0': 'limit' must be greater than 0, got 0"),
-                     (["train.learning_rate=abc"], "train: 'learning_rate' must be a valid number.*'abc'"),
-                     (["eval.n_samples=0"], "eval: 'n_samples' must be greater than 0"),
-                     (["teacher.concurrency=0"], "teacher: 'concurrency' must be greater than or equal to 1"),
-                     (["student_sampling.top_p=2"], "student_sampling: 'top_p' must be less than or equal to 1"), (["novalue"], "expected key=value")):
+    for bad, msg in (
+        (["lmit=3"], r"unknown key 'lmit' \(did you mean limit"),
+        (["method.x=1"], "not a section"),
+        (["limit=0"], "override 'limit=0': 'limit' must be greater than 0, got 0"),
+        (["train.learning_rate=abc"], "train: 'learning_rate' must be a valid number.*'abc'"),
+        (["eval.n_samples=0"], "eval: 'n_samples' must be greater than 0"),
+        (["teacher.concurrency=0"], "teacher: 'concurrency' must be greater than or equal to 1"),
+        (["student_sampling.top_p=2"], "student_sampling: 'top_p' must be less than or equal to 1"),
+        (["novalue"], "expected key=value"),
+    ):
         with pytest.raises(UserError, match=msg):
             load_distill_config(path, bad)
     with pytest.raises(UserError, match="unknown method"):
@@ -63,7 +67,9 @@ def test_stand_end_to_end_then_resume(tmp_path):
 
     run = tmp_path / "run"
     overrides = [
-        f"run_dir={run}", f"seed_tasks={EASY}", "student=smollm2-135m-instruct",
+        f"run_dir={run}",
+        f"seed_tasks={EASY}",
+        "student=smollm2-135m-instruct",
         f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 160, server_threads: 1, cache_path: {tmp_path / 'cache.sqlite'}}}",
         "train={max_steps: 2, per_device_train_batch_size: 2, gradient_accumulation_steps: 1, max_length: 384, save_steps: 1, logging_steps: 1}",
         f"eval={{benchmarks: [{EASY}], max_tokens: 160, backend: auto, export_gguf: q8_0}}",
@@ -128,9 +134,13 @@ def test_shared_stage_dir_reuses_records_and_refuses_other_settings(tmp_path):
     inpd = load_distill_config(None, common + [f"run_dir={tmp_path / 'b'}"], "inpd")
     card = build_data(inpd, Path(inpd.run_dir), progress=False)
     assert card["teacher"]["usage"]["calls"] == 0 and card["teacher_calls"] == card["failed"] == 6
-    assert (stages / "student_attempts.jsonl").exists() and not (tmp_path / "b" / "data" / "student_attempts.jsonl").exists()
+    assert (stages / "student_attempts.jsonl").exists() and not (
+        tmp_path / "b" / "data" / "student_attempts.jsonl"
+    ).exists()
     assert (tmp_path / "b" / "data" / "train.jsonl").exists()
-    other = load_distill_config(None, common + [f"run_dir={tmp_path / 'c'}", "student_sampling.temperature=0.9"], "persd")
+    other = load_distill_config(
+        None, common + [f"run_dir={tmp_path / 'c'}", "student_sampling.temperature=0.9"], "persd"
+    )
     with pytest.raises(UserError, match="other settings.*student_sampling"):
         build_data(other, Path(other.run_dir), progress=False)
     with pytest.raises(UserError, match="unknown backend"):

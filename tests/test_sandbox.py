@@ -35,16 +35,25 @@ def test_pass(sb):
 
 
 def test_assert_feedback_input_output_expected(sb):
-    r = sb.run(Job(program="def candidate(xs):\n    return sum(xs) + 1\n",
-                   tests=["assert candidate([1, 2]) == 3", "assert candidate([1, 2, 3]) == 6"]))
+    r = sb.run(
+        Job(
+            program="def candidate(xs):\n    return sum(xs) + 1\n",
+            tests=["assert candidate([1, 2]) == 3", "assert candidate([1, 2, 3]) == 6"],
+        )
+    )
     assert r.status == "failed" and not r.passed
     assert r.failed_test == 0 and r.tests_run == 0
     assert r.feedback == "INPUT: candidate([1, 2])\nOUTPUT: 4\nEXPECTED: 3"
 
 
 def test_feedback_expected_on_left_and_setup(sb):
-    r = sb.run(Job(program="def g(s):\n    return s.upper()\n", setup="candidate = g",
-                   tests=["assert candidate('ab') == 'AB'", "assert 'xY' == candidate('xy')"]))
+    r = sb.run(
+        Job(
+            program="def g(s):\n    return s.upper()\n",
+            setup="candidate = g",
+            tests=["assert candidate('ab') == 'AB'", "assert 'xY' == candidate('xy')"],
+        )
+    )
     assert r.status == "failed" and r.failed_test == 1 and r.tests_run == 1
     assert r.feedback == "INPUT: candidate('xy')\nOUTPUT: 'XY'\nEXPECTED: 'xY'"
 
@@ -81,7 +90,14 @@ def test_block_test_feedback_shows_loop_values(sb):
     assert r.status == "passed"
     r = sb.run(Job(program=ADD, tests=["def check(c):\n    assert c(1) == 3\ncheck(f)\n"]))
     assert r.status == "failed" and r.feedback == "INPUT: c(1)\nOUTPUT: 2\nEXPECTED: 3"
-    r = sb.run(Job(program=ADD, tests=["def check(candidate):\n    for x in range(3):\n        assert candidate(x) == x + 1 - (x == 2)\ncheck(f)\n"]))
+    r = sb.run(
+        Job(
+            program=ADD,
+            tests=[
+                "def check(candidate):\n    for x in range(3):\n        assert candidate(x) == x + 1 - (x == 2)\ncheck(f)\n"
+            ],
+        )
+    )
     assert r.status == "failed" and r.feedback == "INPUT: candidate(2)\nOUTPUT: 3\nEXPECTED: 2"
 
 
@@ -148,39 +164,90 @@ def test_timeout_cpu(sb):
 
 def test_timeout_is_cpu_not_wall(sb):
     # 0.6 s of sleeping + a little CPU passes a 0.3 s CPU budget: sleeping is judged by the wall limit only
-    r = sb.run(Job(program="import time\ndef f():\n    time.sleep(0.6)\n    return 1\n", tests=["assert f() == 1"],
-                   limits=Limits(timeout_s=0.3)))
+    r = sb.run(
+        Job(
+            program="import time\ndef f():\n    time.sleep(0.6)\n    return 1\n",
+            tests=["assert f() == 1"],
+            limits=Limits(timeout_s=0.3),
+        )
+    )
     assert r.status == "passed" and r.wall_s >= 0.6
 
 
 def test_stdout_stderr_captured(sb):
-    r = sb.run(Job(program="import sys\nprint('hello')\nprint('oops', file=sys.stderr)\n" + ADD, tests=["assert f(1) == 2"]))
+    r = sb.run(
+        Job(program="import sys\nprint('hello')\nprint('oops', file=sys.stderr)\n" + ADD, tests=["assert f(1) == 2"])
+    )
     assert r.status == "passed" and r.stdout == "hello\n" and r.stderr == "oops\n"
 
 
 def test_common_imports_work(sb):
-    mods = ["math", "re", "collections", "itertools", "heapq", "functools", "typing", "string", "hashlib", "bisect",
-            "random", "statistics", "fractions", "decimal", "datetime", "json", "copy", "operator", "array", "sys",
-            "os", "time", "cmath", "dataclasses", "enum", "textwrap", "unicodedata", "struct", "io", "string",
-            "queue", "threading", "subprocess", "tempfile", "pathlib", "pickle", "zlib", "sqlite3", "csv", "ast"]
+    mods = [
+        "math",
+        "re",
+        "collections",
+        "itertools",
+        "heapq",
+        "functools",
+        "typing",
+        "string",
+        "hashlib",
+        "bisect",
+        "random",
+        "statistics",
+        "fractions",
+        "decimal",
+        "datetime",
+        "json",
+        "copy",
+        "operator",
+        "array",
+        "sys",
+        "os",
+        "time",
+        "cmath",
+        "dataclasses",
+        "enum",
+        "textwrap",
+        "unicodedata",
+        "struct",
+        "io",
+        "string",
+        "queue",
+        "threading",
+        "subprocess",
+        "tempfile",
+        "pathlib",
+        "pickle",
+        "zlib",
+        "sqlite3",
+        "csv",
+        "ast",
+    ]
     prog = "".join(f"import {m}\n" for m in mods) + (
         "import tempfile, pathlib\n"
         "def f():\n"
         "    p = pathlib.Path(tempfile.mkdtemp()) / 'x.txt'\n"
         "    p.write_text('hi')\n"
-        "    return hashlib.md5(p.read_text().encode()).hexdigest()[:4], math.gcd(12, 18)\n")
+        "    return hashlib.md5(p.read_text().encode()).hexdigest()[:4], math.gcd(12, 18)\n"
+    )
     r = sb.run(Job(program=prog, tests=["assert f() == ('49f6', 6)"]))
     assert r.status == "passed", r
     try:
         import numpy  # noqa: F401
     except ImportError:
         return
-    r = sb.run(Job(program="import numpy as np\ndef f(n):\n    return int(np.arange(n).sum())\n", tests=["assert f(5) == 10"]))
+    r = sb.run(
+        Job(program="import numpy as np\ndef f(n):\n    return int(np.arange(n).sum())\n", tests=["assert f(5) == 10"])
+    )
     assert r.status == "passed", r
 
 
 def test_imap_parallel_index_mapping(sb):
-    jobs = [Job(program=f"def f(x):\n    return x * {k}\n", tests=[f"assert f(2) == {2 * k if k % 3 else -1}"]) for k in range(60)]
+    jobs = [
+        Job(program=f"def f(x):\n    return x * {k}\n", tests=[f"assert f(2) == {2 * k if k % 3 else -1}"])
+        for k in range(60)
+    ]
     seen = {}
     for i, r in sb.imap(jobs):
         assert i not in seen
@@ -280,7 +347,10 @@ def test_close_leaves_nothing_behind():
     s = Sandbox(workers=2, limits=Limits(timeout_s=1.0))
     rep = s.isolation_report()
     pids = _worker_pids(s)
-    assert s.run(Job(program="import os, time\nif os.fork() == 0:\n    time.sleep(100)\n", tests=["assert True"])).status == "passed"
+    assert (
+        s.run(Job(program="import os, time\nif os.fork() == 0:\n    time.sleep(100)\n", tests=["assert True"])).status
+        == "passed"
+    )
     s.close()
     s.close()
     for p in pids:
@@ -317,11 +387,18 @@ def test_non_root_without_bwrap_refuses():
     if shutil.which("bwrap"):
         pytest.skip("bwrap installed: non-root would use it")
     src = _readable_by_nobody(os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "src")))
-    code = ("from iterkd.sandbox import Sandbox, SandboxError\n"
-            "try:\n    Sandbox(workers=1)\nexcept SandboxError as e:\n    print('REFUSED', e)\n")
+    code = (
+        "from iterkd.sandbox import Sandbox, SandboxError\n"
+        "try:\n    Sandbox(workers=1)\nexcept SandboxError as e:\n    print('REFUSED', e)\n"
+    )
     py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", py, "-c", code],
-                         capture_output=True, text=True, env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"}, cwd="/")
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", py, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"},
+        cwd="/",
+    )
     assert "REFUSED" in out.stdout and "isolation='none'" in out.stdout, out
 
 
@@ -361,7 +438,9 @@ def _readable_by_nobody(src: str) -> str:
         return src
     pub = tempfile.mkdtemp(prefix="iterkd-src-")
     os.chmod(pub, 0o755)
-    shutil.copytree(os.path.join(src, "iterkd"), os.path.join(pub, "iterkd"), ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        os.path.join(src, "iterkd"), os.path.join(pub, "iterkd"), ignore=shutil.ignore_patterns("__pycache__")
+    )
     for root, subdirs, files in os.walk(pub):
         for name in subdirs:
             os.chmod(os.path.join(root, name), 0o755)
@@ -371,8 +450,10 @@ def _readable_by_nobody(src: str) -> str:
     return pub
 
 
-@pytest.mark.skipif(not ROOT or not os.path.exists("/usr/bin/setpriv") or not os.path.exists("/usr/bin/python3"),
-                    reason="needs root (to become nobody), setpriv and a system python3")
+@pytest.mark.skipif(
+    not ROOT or not os.path.exists("/usr/bin/setpriv") or not os.path.exists("/usr/bin/python3"),
+    reason="needs root (to become nobody), setpriv and a system python3",
+)
 def test_bwrap_mode_as_non_root(tmp_path):
     import shutil
     import socket as so
@@ -387,13 +468,27 @@ def test_bwrap_mode_as_non_root(tmp_path):
     target = str(tmp_path / "pwned")
     src = _readable_by_nobody(os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "src")))
     code = BWRAP_SCRIPT % {"port": lst.getsockname()[1], "target": target}
-    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", code],
-                         capture_output=True, text=True, env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", "HOME": "/tmp"},
-                         cwd="/", timeout=60)
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+        cwd="/",
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    assert res == {"mode": "bwrap", "pass": "passed", "net": "error", "write": "error", "exit0": "error",
-                   "loop": "timeout", "tmp1": "passed", "tmp2": "passed", "daemon": "passed"}
+    assert res == {
+        "mode": "bwrap",
+        "pass": "passed",
+        "net": "error",
+        "write": "error",
+        "exit0": "error",
+        "loop": "timeout",
+        "tmp1": "passed",
+        "tmp2": "passed",
+        "daemon": "passed",
+    }
     with pytest.raises(BlockingIOError):
         lst.accept()
     assert not os.path.exists(target)
@@ -402,7 +497,10 @@ def test_bwrap_mode_as_non_root(tmp_path):
 
     def ours(p):
         try:
-            return b"iterkd" in open(f"/proc/{p}/cmdline", "rb").read() and open(f"/proc/{p}/stat").read().split()[2] != "Z"
+            return (
+                b"iterkd" in open(f"/proc/{p}/cmdline", "rb").read()
+                and open(f"/proc/{p}/stat").read().split()[2] != "Z"
+            )
         except OSError:
             return False
 

@@ -83,22 +83,26 @@ F = "def f(x):\n    return x + 1\n"
 # ------------------------------------------------------------------------------------------------ forgeries
 
 
-@pytest.mark.parametrize("evil", [
-    "import sys\nsys.exit(0)\n",
-    "import os\nos._exit(0)\n",
-    "raise SystemExit(0)\n",
-    "import atexit, sys\natexit.register(lambda: print('PASSED'))\nsys.exit(0)\n",
-    "import os\nfor fd in range(21):\n    for m in (b'PASSED\\n', b'{\"status\": \"passed\", \"tests_run\": 1}\\n', b'\\nV{\"status\":\"passed\"}\\n'):\n"
-    "        try:\n            os.write(fd, m)\n        except OSError:\n            pass\nos._exit(0)\n",
-])
+@pytest.mark.parametrize(
+    "evil",
+    [
+        "import sys\nsys.exit(0)\n",
+        "import os\nos._exit(0)\n",
+        "raise SystemExit(0)\n",
+        "import atexit, sys\natexit.register(lambda: print('PASSED'))\nsys.exit(0)\n",
+        'import os\nfor fd in range(21):\n    for m in (b\'PASSED\\n\', b\'{"status": "passed", "tests_run": 1}\\n\', b\'\\nV{"status":"passed"}\\n\'):\n'
+        "        try:\n            os.write(fd, m)\n        except OSError:\n            pass\nos._exit(0)\n",
+    ],
+)
 def test_forged_exit_before_tests(sb, host, evil):
     r = run(sb, evil + F)
     assert r.status == "error" and not r.passed
     assert r.reason
 
 
-@pytest.mark.parametrize("body", ["sys.exit(0)", "os._exit(0)", "raise SystemExit(0)",
-                                   "os.kill(os.getpid(), signal.SIGKILL)"])
+@pytest.mark.parametrize(
+    "body", ["sys.exit(0)", "os._exit(0)", "raise SystemExit(0)", "os.kill(os.getpid(), signal.SIGKILL)"]
+)
 def test_forgery_after_partial_tests(sb, host, body):
     prog = f"import os, sys, signal\ndef f(x):\n    if x == 2:\n        {body}\n    return x + 1\n"
     r = run(sb, prog, ["assert f(1) == 2", "assert f(2) == 3", "assert f(3) == 4"])
@@ -111,10 +115,19 @@ def test_forgery_after_partial_tests(sb, host, body):
 
 
 def test_token_not_in_user_globals_or_env(sb, host):
-    prog = ("import os, sys\nLEAK = [k for k in globals() if 'token' in k.lower() or 'verdict' in k.lower()]\n"
-            "ENV = dict(os.environ)\nARGV = list(sys.argv)\n" + F)
-    r = run(sb, prog, ["assert LEAK == []", "assert set(ENV) <= {'PATH', 'HOME', 'TMPDIR', 'LANG', 'OMP_NUM_THREADS', "
-                       "'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'}"])
+    prog = (
+        "import os, sys\nLEAK = [k for k in globals() if 'token' in k.lower() or 'verdict' in k.lower()]\n"
+        "ENV = dict(os.environ)\nARGV = list(sys.argv)\n" + F
+    )
+    r = run(
+        sb,
+        prog,
+        [
+            "assert LEAK == []",
+            "assert set(ENV) <= {'PATH', 'HOME', 'TMPDIR', 'LANG', 'OMP_NUM_THREADS', "
+            "'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'}",
+        ],
+    )
     assert r.status == "passed", r
 
 
@@ -122,7 +135,8 @@ def test_token_not_in_user_globals_or_env(sb, host):
 
 
 def test_filesystem_escape(sb, host):
-    prog = f"""
+    prog = (
+        f"""
 import os
 ESCAPED = []
 def attempt(name, fn):
@@ -131,16 +145,18 @@ def attempt(name, fn):
         ESCAPED.append(name)
     except Exception:
         pass
-attempt("new file in host dir", lambda: open({os.path.join(host['dir'], 'pwned.txt')!r}, "w").write("x"))
-attempt("write world-writable canary", lambda: open({host['open']!r}, "a").write("x"))
-attempt("unlink root canary", lambda: os.unlink({host['root']!r}))
-attempt("read root canary", lambda: open({host['root']!r}).read())
+attempt("new file in host dir", lambda: open({os.path.join(host["dir"], "pwned.txt")!r}, "w").write("x"))
+attempt("write world-writable canary", lambda: open({host["open"]!r}, "a").write("x"))
+attempt("unlink root canary", lambda: os.unlink({host["root"]!r}))
+attempt("read root canary", lambda: open({host["root"]!r}).read())
 attempt("write /etc", lambda: open("/etc/iterkd-pwned", "w").write("x"))
-attempt("write project", lambda: open({os.path.abspath(__file__) + '.pwned'!r}, "w").write("x"))
+attempt("write project", lambda: open({os.path.abspath(__file__) + ".pwned"!r}, "w").write("x"))
 attempt("list /root", lambda: os.listdir("/root/.ssh") if os.path.exists("/root/.ssh") else 1/0)
 attempt("write /tmp outside scratch", lambda: open("/tmp/pwned", "w").write("x"))
-attempt("chmod host dir", lambda: os.chmod({host['dir']!r}, 0o700))
-""" + F
+attempt("chmod host dir", lambda: os.chmod({host["dir"]!r}, 0o700))
+"""
+        + F
+    )
     r = run(sb, prog, ["assert ESCAPED == []", "assert f(1) == 2"])
     assert r.status == "passed", r.feedback
     assert not os.path.exists("/etc/iterkd-pwned") and not os.path.exists(os.path.abspath(__file__) + ".pwned")
@@ -148,33 +164,39 @@ attempt("chmod host dir", lambda: os.chmod({host['dir']!r}, 0o700))
 
 
 def test_network_escape(sb, host):
-    prog = f"""
+    prog = (
+        f"""
 import socket
 ESCAPED = []
-for addr in [("127.0.0.1", {host['port']}), ("1.1.1.1", 53), ("8.8.8.8", 443)]:
+for addr in [("127.0.0.1", {host["port"]}), ("1.1.1.1", 53), ("8.8.8.8", 443)]:
     try:
         socket.create_connection(addr, timeout=1).close()
         ESCAPED.append(addr)
     except OSError:
         pass
-""" + F
+"""
+        + F
+    )
     r = run(sb, prog, ["assert ESCAPED == []"])
     assert r.status == "passed", r.feedback
 
 
 def test_daemon_is_killed(sb, host):
-    prog = f"""
+    prog = (
+        f"""
 import os, time
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
         time.sleep(1.5)
         try:
-            open({os.path.join(host['dir'], 'daemon_was_here')!r}, "w").write("x")
+            open({os.path.join(host["dir"], "daemon_was_here")!r}, "w").write("x")
         finally:
             os._exit(0)
     os._exit(0)
-""" + F
+"""
+        + F
+    )
     r = run(sb, prog)
     assert r.status == "passed"
     import time
@@ -184,15 +206,24 @@ if os.fork() == 0:
 
 @pytest.mark.parametrize("fork", ["os.fork", "posix.fork"])
 def test_fork_bomb(sb, host, fork):
-    prog = f"import os, posix\nfor _ in range(10000):\n    try:\n        {fork}()\n    except OSError:\n        pass\n" + F
+    prog = (
+        f"import os, posix\nfor _ in range(10000):\n    try:\n        {fork}()\n    except OSError:\n        pass\n" + F
+    )
     r = run(sb, prog)
     assert r.status in ("passed", "error", "timeout")  # each copy may even finish; none survives
     r = run(sb, f"import os, posix\nwhile True:\n    {fork}()\n" + F)
     assert r.status in ("error", "timeout")
 
 
-@pytest.mark.parametrize("evil", ["os.kill(os.getppid(), signal.SIGKILL)", "os.kill(1, signal.SIGKILL)",
-                                  "os.killpg(0, signal.SIGKILL)", "os.kill(-1, signal.SIGKILL)"])
+@pytest.mark.parametrize(
+    "evil",
+    [
+        "os.kill(os.getppid(), signal.SIGKILL)",
+        "os.kill(1, signal.SIGKILL)",
+        "os.killpg(0, signal.SIGKILL)",
+        "os.kill(-1, signal.SIGKILL)",
+    ],
+)
 def test_kill_parent_group_all(sb, host, evil):
     r = run(sb, f"import os, signal\n{evil}\n" + F)
     assert r.status == "error", r  # EPERM at top level, or the program killed itself
@@ -213,7 +244,8 @@ def test_memory_grows_gradually(sb, host):
 
 
 def test_memory_across_forked_children(sb, host):
-    prog = """
+    prog = (
+        """
 import os, time
 kids = []
 for _ in range(4):
@@ -224,14 +256,23 @@ for _ in range(4):
         os._exit(0)
     kids.append(pid)
 STATUSES = [os.waitpid(p, 0)[1] for p in kids]
-""" + F
+"""
+        + F
+    )
     r = run(sb, prog, ["assert STATUSES == [0, 0, 0, 0]"])
     if ROOT:  # 4 x 100 MiB > 256 MiB cgroup: some child is OOM-killed
         assert r.status in ("failed", "error"), r
 
 
-@pytest.mark.parametrize("stream", ["print('y' * 1000000, end='')", "os.write(1, b'y' * 1000000)",
-                                    "sys.stderr.write('y' * 1000000)", "os.write(2, b'y' * 1000000)"])
+@pytest.mark.parametrize(
+    "stream",
+    [
+        "print('y' * 1000000, end='')",
+        "os.write(1, b'y' * 1000000)",
+        "sys.stderr.write('y' * 1000000)",
+        "os.write(2, b'y' * 1000000)",
+    ],
+)
 def test_output_flood(sb, host, stream):
     prog = f"import os, sys\nfor _ in range(100):\n    {stream}\n" + F
     r = run(sb, prog)
@@ -241,7 +282,8 @@ def test_output_flood(sb, host, stream):
 
 
 def test_disk_fill(sb, host):
-    prog = """
+    prog = (
+        """
 import os
 ERRORS = set()
 for i in range(200):
@@ -251,7 +293,9 @@ for i in range(200):
                 fh.write(b'z' * (1 << 20))
     except OSError as e:
         ERRORS.add(e.errno)
-""" + F
+"""
+        + F
+    )
     r = run(sb, prog, ["import errno\nassert ERRORS and ERRORS <= {errno.EFBIG, errno.ENOSPC}, ERRORS"])
     assert r.status == "passed", r
     r = run(sb, "import os\nLEFT = os.listdir('.')\n" + F, ["assert LEFT == []"])
@@ -259,7 +303,10 @@ for i in range(200):
 
 
 def test_thousand_threads(sb, host):
-    prog = "import threading, time\nts = [threading.Thread(target=time.sleep, args=(5,)) for _ in range(1000)]\nfor t in ts:\n    t.start()\n" + F
+    prog = (
+        "import threading, time\nts = [threading.Thread(target=time.sleep, args=(5,)) for _ in range(1000)]\nfor t in ts:\n    t.start()\n"
+        + F
+    )
     r = run(sb, prog)
     assert r.status in ("error", "timeout"), r
 
@@ -277,8 +324,10 @@ def test_segfault(sb, host):
 
 
 def test_ignore_signals_and_loop(sb, host):
-    prog = ("import signal\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGPROF, signal.SIGXCPU):\n"
-            "    signal.signal(s, signal.SIG_IGN)\nsignal.setitimer(signal.ITIMER_PROF, 0)\nwhile True:\n    pass\n")
+    prog = (
+        "import signal\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGPROF, signal.SIGXCPU):\n"
+        "    signal.signal(s, signal.SIG_IGN)\nsignal.setitimer(signal.ITIMER_PROF, 0)\nwhile True:\n    pass\n"
+    )
     r = run(sb, prog, limits=Limits(timeout_s=0.5))
     assert r.status == "timeout" and "CPU" in r.reason and r.wall_s < 4
 
@@ -296,8 +345,11 @@ def test_read_stdin(sb, host):
 
 
 def test_close_stdio_and_sleep(sb, host):
-    r = run(sb, "import os, time\nfor fd in (0, 1, 2):\n    os.close(fd)\ntime.sleep(100)\n",
-            limits=Limits(timeout_s=0.5, wall_s=1.0))
+    r = run(
+        sb,
+        "import os, time\nfor fd in (0, 1, 2):\n    os.close(fd)\ntime.sleep(100)\n",
+        limits=Limits(timeout_s=0.5, wall_s=1.0),
+    )
     assert r.status == "timeout"
 
 

@@ -84,5 +84,7 @@ def test_pin_settings_refuses_other_settings(tmp_path):
     path = tmp_path / "run" / "settings.json"
     pin_settings(path, {"model": "m", "stop": ("a",)}, "run", "use another --out")
     pin_settings(path, {"model": "m", "stop": ["a"]}, "run", "use another --out")  # a tuple reads back as a list
-    with pytest.raises(UserError, match=r"run holds outputs made with other settings \(model: 'm' -> 'n'\); use another --out"):
+    with pytest.raises(
+        UserError, match=r"run holds outputs made with other settings \(model: 'm' -> 'n'\); use another --out"
+    ):
         pin_settings(path, {"model": "n", "stop": ["a"]}, "run", "use another --out")

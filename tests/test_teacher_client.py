@@ -145,7 +145,9 @@ def test_config_defaults_and_validation():
     assert TeacherConfig().served_model == DEFAULT_TEACHER
     c = TeacherConfig(model="gpt-4o-mini")
     assert c.base_url == OPENAI_BASE_URL and c.served_model is None
-    assert TeacherConfig(temperature=0.7, top_p=0.9, max_tokens=64, seed=3).sampling() == SamplingParams(0.7, 0.9, 64, 3)
+    assert TeacherConfig(temperature=0.7, top_p=0.9, max_tokens=64, seed=3).sampling() == SamplingParams(
+        0.7, 0.9, 64, 3
+    )
     bad = [
         (dict(base_url="http://x/v1", served_model=MODEL), "not both"),
         (dict(base_url="localhost:8000"), "http"),
@@ -187,8 +189,17 @@ def test_cache_key_and_store(tmp_path):
     path = tmp_path / "c.sqlite"
     cache = CompletionCache(path)
     threads = [
-        threading.Thread(target=lambda i=i: cache.put(f"k{i}", model="m", text=f"t{i}", finish_reason="stop",
-                                                      prompt_tokens=i, completion_tokens=1, cost_usd=0.5))  # fmt: skip
+        threading.Thread(
+            target=lambda i=i: cache.put(
+                f"k{i}",
+                model="m",
+                text=f"t{i}",
+                finish_reason="stop",
+                prompt_tokens=i,
+                completion_tokens=1,
+                cost_usd=0.5,
+            )
+        )  # fmt: skip
         for i in range(8)
     ]
     [t.start() for t in threads]
@@ -212,7 +223,9 @@ def test_ledger_prices_stages_and_cached():
     assert (d["calls"], d["cached"], d["prompt_tokens"], d["cached_prompt_tokens"]) == (1, 2, 1_000_000, 500_000)
     assert d["cost_usd"] == pytest.approx(3.0) and d["cached_cost_usd"] == pytest.approx(1.0)
     assert led.spent_usd == pytest.approx(3.0) and led.run_cost_usd == pytest.approx(4.0)
-    assert d["by_stage"]["a"]["calls"] == 1 and d["by_stage"]["b"]["cached"] == 2 and d["by_stage"]["b"]["cost_usd"] == 0
+    assert (
+        d["by_stage"]["a"]["calls"] == 1 and d["by_stage"]["b"]["cached"] == 2 and d["by_stage"]["b"]["cost_usd"] == 0
+    )
 
 
 # --------------------------------------------------------------------------------------------- scripted HTTP server
@@ -351,7 +364,9 @@ def test_cost_stages_budget_and_resume(server, tmp_path):
             gen.chat(CONVS, GREEDY)
         assert gen.requests_sent == 1  # the first call was under budget; the next one was not sent
         u = gen.ledger.total
-        assert u.cost_usd == pytest.approx((u.prompt_tokens * 1000 + u.completion_tokens * 2000) / 1e6) and u.cost_usd > 0
+        assert (
+            u.cost_usd == pytest.approx((u.prompt_tokens * 1000 + u.completion_tokens * 2000) / 1e6) and u.cost_usd > 0
+        )
         assert ei.value.spent_usd == pytest.approx(u.cost_usd)
         assert gen.ledger.by_stage["persd-repair"].calls == 1
         paid = u.cost_usd
@@ -367,7 +382,9 @@ def test_cost_stages_budget_and_resume(server, tmp_path):
         d = gen.as_dict()["usage"]
         assert (d["calls"], d["cached"]) == (2, 1) and d["cached_cost_usd"] == pytest.approx(paid)
         assert d["by_stage"]["persd-repair"]["calls"] == 2
-        rows = sqlite3.connect(tmp_path / "cache.sqlite").execute("SELECT cost_usd, prompt_tokens FROM calls").fetchall()
+        rows = (
+            sqlite3.connect(tmp_path / "cache.sqlite").execute("SELECT cost_usd, prompt_tokens FROM calls").fetchall()
+        )
         assert len(rows) == 3 and all(c > 0 and p > 0 for c, p in rows)
 
 

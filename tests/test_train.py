@@ -89,7 +89,10 @@ def test_yaml_overrides_are_typed_and_resolved(tmp_path):
 @pytest.mark.parametrize(
     "source, message",
     [
-        (["learning_rat=1e-4"], "override 'learning_rat=1e-4': unknown setting 'learning_rat' (did you mean learning_rate"),
+        (
+            ["learning_rat=1e-4"],
+            "override 'learning_rat=1e-4': unknown setting 'learning_rat' (did you mean learning_rate",
+        ),
         (["max_steps=lots"], "override 'max_steps=lots': 'max_steps' must be a valid integer"),
         (["max_steps=0"], "override 'max_steps=0': 'max_steps' must be > 0 or -1"),
         (["learning_rate=abc"], "'learning_rate' must be a valid number"),
@@ -126,10 +129,18 @@ def test_config_mistakes_are_user_errors(tmp_path, source, message):
         ([json.dumps({"prompt": "x", "completion": 3})], "d.jsonl:1: 'prompt' and 'completion' must both be"),
         ([json.dumps({"prompt": "x", "completion": " "})], "d.jsonl:1: 'completion' is empty"),
         ([json.dumps(ROWS[0]), json.dumps({"prompt": "p", "completion": "c"})], "d.jsonl:2: a plain-text row"),
-        ([json.dumps({"prompt": [{"role": "user"}], "completion": [{"role": "assistant", "content": "c"}]})],
-         "d.jsonl:1: 'prompt'[0] must be a message"),
-        ([json.dumps({"prompt": [{"role": "user", "content": "p"}], "completion": [{"role": "user", "content": "c"}]})],
-         "completion messages must be 'assistant'"),
+        (
+            [json.dumps({"prompt": [{"role": "user"}], "completion": [{"role": "assistant", "content": "c"}]})],
+            "d.jsonl:1: 'prompt'[0] must be a message",
+        ),
+        (
+            [
+                json.dumps(
+                    {"prompt": [{"role": "user", "content": "p"}], "completion": [{"role": "user", "content": "c"}]}
+                )
+            ],
+            "completion messages must be 'assistant'",
+        ),
     ],
 )
 def test_bad_training_files_name_file_and_line(tmp_path, lines, message):
@@ -380,8 +391,10 @@ def test_trained_student_exports_to_gguf_and_runs_in_llama_cpp(tmp_path):
     assert gguf.name == "final.q8_0.gguf" and gguf.stat().st_size > 100e6
     assert export_gguf(tmp_path / "final", outtype="q8_0") == gguf  # up to date: not redone
     gen = load_generator(str(gguf))
-    [[out]] = gen.chat([[{"role": "user", "content": "Write a Python function add(a, b) that returns a + b."}]],
-                       SamplingParams(max_tokens=48))
+    [[out]] = gen.chat(
+        [[{"role": "user", "content": "Write a Python function add(a, b) that returns a + b."}]],
+        SamplingParams(max_tokens=48),
+    )
     gen.close()
     assert "def" in out.text and out.completion_tokens > 0
     with pytest.raises(UserError, match="not a transformers model directory"):

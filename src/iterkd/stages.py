@@ -28,11 +28,11 @@ from iterkd.tasks import Task
 
 @dataclass
 class Request:
-    key: Hashable               # unique within the stage, e.g. "Mbpp/601#0" or ("HumanEval/0", 3)
+    key: Hashable  # unique within the stage, e.g. "Mbpp/601#0" or ("HumanEval/0", 3)
     task: Task | None
     messages: list[dict]
-    meta: dict = field(default_factory=dict)   # copied into the record
-    params: object = None       # SamplingParams for this request; None = the stage's
+    meta: dict = field(default_factory=dict)  # copied into the record
+    params: object = None  # SamplingParams for this request; None = the stage's
 
 
 @dataclass
@@ -108,9 +108,19 @@ def verified_records(name: str, sandbox, limits) -> Records:
         codes = [sanitize(c.text, r.task) for r, c in zip(batch, completions)]
         verdicts = sandbox.map([job_for(r.task, code, limits) for r, code in zip(batch, codes)])
         return [
-            {"key": r.key, "task_id": r.task.task_id, "stage": name, **r.meta, "raw": c.text, "code": code,
-             "status": v.status, "passed": v.passed, "feedback": execution_feedback(v),
-             "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens}
+            {
+                "key": r.key,
+                "task_id": r.task.task_id,
+                "stage": name,
+                **r.meta,
+                "raw": c.text,
+                "code": code,
+                "status": v.status,
+                "passed": v.passed,
+                "feedback": execution_feedback(v),
+                "prompt_tokens": c.prompt_tokens,
+                "completion_tokens": c.completion_tokens,
+            }
             for r, c, code, v in zip(batch, completions, codes, verdicts)
         ]
 

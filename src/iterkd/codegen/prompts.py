@@ -1,4 +1,4 @@
-'''Chat prompts, one family per job. The exact templates are part of the results' contract: each family has a
+"""Chat prompts, one family per job. The exact templates are part of the results' contract: each family has a
 version in ``PROMPT_VERSIONS`` that a change of its wording must bump. Eval results record the student's
 (``PROMPT_VERSION``); a shared stage directory pins them all (``iterkd.pipeline.distill``), so records made
 with an old wording are never mixed with new ones.
@@ -68,7 +68,7 @@ Teacher repair (PERsD; after the PD code's rectification prompt, one user turn):
 
 With ``teacher_sees_reference`` the teacher first "answered" the task with its reference solution (the PD
 code's v1 prompt: its gold code is injected as the assistant's first turn), then gets the request above.
-'''
+"""
 
 from __future__ import annotations
 

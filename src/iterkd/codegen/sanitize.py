@@ -209,9 +209,7 @@ class _Program:
 
     def __init__(self, src: str, tree: ast.Module) -> None:
         lines = src.split("\n")
-        defined = {
-            n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-        }
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
         self.imports: list[tuple[str, list[str], ast.stmt]] = []  # (source, bound names, node)
         self.defs: dict[str, tuple[str, ast.stmt]] = {}  # name -> (source, node); last wins, first position
         self.order: list[str] = []
@@ -231,7 +229,12 @@ class _Program:
                 for part in (node.body, *[h.body for h in node.handlers], node.orelse, node.finalbody)
                 for s in part
             ):
-                bound = [b for s in ast.walk(node) if isinstance(s, (ast.Import, ast.ImportFrom)) for b in _bound_by_import(s)]
+                bound = [
+                    b
+                    for s in ast.walk(node)
+                    if isinstance(s, (ast.Import, ast.ImportFrom))
+                    for b in _bound_by_import(s)
+                ]
                 self.imports.append((_seg(lines, node), bound, node))
             # everything else (calls, prints, asserts, loops, if-blocks incl. __main__) is dropped
 
@@ -336,7 +339,7 @@ def _body_attempt(lines: list[str], prompt: str) -> str | None:
     if not body_src or re.search(r"^(?:async\s+def|def|class)\s", body_src):
         return None  # starts with a definition: not a bare body
     indent = "    "
-    m = re.search(r'\n([ \t]+)\S', prompt.rstrip() + "\n")
+    m = re.search(r"\n([ \t]+)\S", prompt.rstrip() + "\n")
     if m:
         indent = m.group(1)
     body_lines = body_src.split("\n")

@@ -82,9 +82,7 @@ def format_table(results: dict) -> str:
     lines = [
         f"benchmark  {results['benchmark']}",
         f"tasks      {results['n_tasks']}",
-        f"samples    {results['n_samples']}  ("
-        + ", ".join(f"{s} {counts.get(s, 0)}" for s in STATUSES)
-        + ")",
+        f"samples    {results['n_samples']}  (" + ", ".join(f"{s} {counts.get(s, 0)}" for s in STATUSES) + ")",
     ]
     for key, value in results["pass_at_k"].items():
         lines.append(f"{key:<10} {100 * value:.2f}%")

@@ -48,9 +48,15 @@ def server_kw(backend: str, batch_size: int) -> dict:
 def _raw_records(batch: list[Request], completions: list, seconds: float) -> list[dict]:
     """Evaluation keeps the raw answer (sanitised when samples.jsonl is written) and its share of the call time."""
     return [
-        {"task_id": r.task.task_id, "sample": r.meta["sample"], "raw": c.text, "prompt_tokens": c.prompt_tokens,
-         "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason,
-         "seconds": round(seconds / len(batch), 4)}  # its share of the call: totals survive resumes
+        {
+            "task_id": r.task.task_id,
+            "sample": r.meta["sample"],
+            "raw": c.text,
+            "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens,
+            "finish_reason": c.finish_reason,
+            "seconds": round(seconds / len(batch), 4),
+        }  # its share of the call: totals survive resumes
         for r, c in zip(batch, completions)
     ]
 
@@ -63,8 +69,12 @@ def _requests(tasks: list[Task], settings: GenerationSettings) -> list[Request]:
 
     out = []
     for i in range(settings.n_samples):
-        params = SamplingParams(temperature=settings.temperature, top_p=settings.top_p,
-                                max_tokens=settings.max_tokens, seed=settings.seed + i)
+        params = SamplingParams(
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_tokens=settings.max_tokens,
+            seed=settings.seed + i,
+        )
         out += [Request((t.task_id, i), t, build_messages(t), {"sample": i}, params) for t in tasks]
     return out
 
@@ -111,9 +121,18 @@ def generate(
     generator = LazyGenerator(lambda: load_generator(settings.model, backend=settings.backend, **kw))
     stats = StageStats()
     try:
-        done = run_stage("generating", generator, _requests(tasks, settings), None, out / "generations.jsonl",
-                         _raw_records, key=lambda r: (r["task_id"], r["sample"]), batch_size=batch_size,
-                         progress=progress, stats=stats)
+        done = run_stage(
+            "generating",
+            generator,
+            _requests(tasks, settings),
+            None,
+            out / "generations.jsonl",
+            _raw_records,
+            key=lambda r: (r["task_id"], r["sample"]),
+            batch_size=batch_size,
+            progress=progress,
+            stats=stats,
+        )
     finally:
         generator.close()
     _write_samples(tasks, settings.n_samples, done, out)

@@ -24,7 +24,5 @@ def pass_at_k_table(counts: dict[str, tuple[int, int]]) -> dict[str, float]:
         return {}
     n_min = min(n for n, _ in counts.values())
     return {
-        f"pass@{k}": sum(pass_at_k(n, c, k) for n, c in counts.values()) / len(counts)
-        for k in K_VALUES
-        if k <= n_min
+        f"pass@{k}": sum(pass_at_k(n, c, k) for n, c in counts.values()) / len(counts) for k in K_VALUES if k <= n_min
     }

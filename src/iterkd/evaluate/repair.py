@@ -27,8 +27,15 @@ def _repair_records(batch: list[Request], completions: list, seconds: float) -> 
     from iterkd.codegen import sanitize
 
     return [
-        {"task_id": r.task.task_id, "sample": r.meta["sample"], "step": r.meta["step"], "feedback": r.meta["feedback"],
-         "raw": c.text, "code": sanitize(c.text, r.task), "completion_tokens": c.completion_tokens}
+        {
+            "task_id": r.task.task_id,
+            "sample": r.meta["sample"],
+            "step": r.meta["step"],
+            "feedback": r.meta["feedback"],
+            "raw": c.text,
+            "code": sanitize(c.text, r.task),
+            "completion_tokens": c.completion_tokens,
+        }
         for r, c in zip(batch, completions)
     ]
 
@@ -70,13 +77,25 @@ def repair_steps(
             for step in range(1, steps + 1):
                 failing = _failing_on_seen(sandbox, items, current, limits)
                 requests = [
-                    Request((items[k][0].task_id, items[k][1], step), items[k][0],
-                            refine_messages(items[k][0], current[k], fb), {"sample": items[k][1], "step": step, "feedback": fb})
+                    Request(
+                        (items[k][0].task_id, items[k][1], step),
+                        items[k][0],
+                        refine_messages(items[k][0], current[k], fb),
+                        {"sample": items[k][1], "step": step, "feedback": fb},
+                    )
                     for k, fb in failing
                 ]
-                done = run_stage(f"repair step {step}", generator, requests, params, out / "repairs.jsonl",
-                                 _repair_records, key=lambda r: (r["task_id"], r["sample"], r["step"]),
-                                 batch_size=batch_size, progress=progress)
+                done = run_stage(
+                    f"repair step {step}",
+                    generator,
+                    requests,
+                    params,
+                    out / "repairs.jsonl",
+                    _repair_records,
+                    key=lambda r: (r["task_id"], r["sample"], r["step"]),
+                    batch_size=batch_size,
+                    progress=progress,
+                )
                 for (k, _), req in zip(failing, requests):
                     current[k] = done[req.key]["code"]
                 paths.append(out / f"samples.step{step}.jsonl")

@@ -82,17 +82,29 @@ def _repair(cfg: EvalConfig, tasks, by_id, out: Path, score, progress: bool) -> 
     from iterkd.sandbox import Limits
 
     # repairs.jsonl is resumed: pin the wording of the refinement prompt it was made with
-    pin_settings(out / "repair_config.json", {"prompt_version:student-refine": PROMPT_VERSIONS["student-refine"]},
-                 str(out), "use another --out")
+    pin_settings(
+        out / "repair_config.json",
+        {"prompt_version:student-refine": PROMPT_VERSIONS["student-refine"]},
+        str(out),
+        "use another --out",
+    )
     first = read_samples(out / "samples.jsonl", by_id)
     step_files = repair_steps(
         lambda: load_generator(cfg.model, backend=cfg.backend, **server_kw(cfg.backend, cfg.batch_size)),
-        tasks, cfg.n_samples, [s.solution for s in first], cfg.repair_steps,
+        tasks,
+        cfg.n_samples,
+        [s.solution for s in first],
+        cfg.repair_steps,
         SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed),
-        Limits() if cfg.timeout is None else Limits(timeout_s=cfg.timeout), out, workers=cfg.workers,
-        batch_size=cfg.batch_size, progress=progress,
+        Limits() if cfg.timeout is None else Limits(timeout_s=cfg.timeout),
+        out,
+        workers=cfg.workers,
+        batch_size=cfg.batch_size,
+        progress=progress,
     )
-    steps = [{"step": k, "pass_at_k": score(f, False)["pass_at_k"], "samples": f.name} for k, f in enumerate(step_files[:-1])]
+    steps = [
+        {"step": k, "pass_at_k": score(f, False)["pass_at_k"], "samples": f.name} for k, f in enumerate(step_files[:-1])
+    ]
     atomic_write_text(out / "samples.jsonl", step_files[-1].read_text(encoding="utf-8"))
     return steps
 
@@ -106,24 +118,39 @@ def _run_eval(cfg: EvalConfig, out: Path, progress: bool) -> dict:
     all_tasks = load_tasks(cfg.benchmark, cfg.split)
     by_id = {t.task_id: t for t in all_tasks}
     tasks = all_tasks[: cfg.limit] if cfg.limit else all_tasks
-    settings = GenerationSettings(cfg.model, cfg.benchmark, cfg.split, cfg.n_samples, cfg.temperature, cfg.top_p,
-                                  cfg.max_tokens, cfg.seed, cfg.backend)
+    settings = GenerationSettings(
+        cfg.model,
+        cfg.benchmark,
+        cfg.split,
+        cfg.n_samples,
+        cfg.temperature,
+        cfg.top_p,
+        cfg.max_tokens,
+        cfg.seed,
+        cfg.backend,
+    )
     began = time.perf_counter()
     stats = generate(tasks, settings, out, batch_size=cfg.batch_size, progress=progress)
     gen_seconds = time.perf_counter() - began
     name = benchmark_name(cfg.benchmark)
 
     def score(path: Path, show: bool) -> dict:
-        return score_samples(name, by_id, read_samples(path, by_id), workers=cfg.workers, timeout=cfg.timeout,
-                             progress=show)
+        return score_samples(
+            name, by_id, read_samples(path, by_id), workers=cfg.workers, timeout=cfg.timeout, progress=show
+        )
 
     steps = _repair(cfg, tasks, by_id, out, score, progress) if cfg.repair_steps else []
     results = score(out / "samples.jsonl", progress)
     shown = {**asdict(settings), "model": _portable(settings.model, out)}  # no machine paths in results
     results["generation"] = {**stats, "wall_seconds": round(gen_seconds, 2), "settings": shown}
     if cfg.repair_steps:
-        steps.append({"step": cfg.repair_steps, "pass_at_k": results["pass_at_k"],
-                      "samples": f"samples.step{cfg.repair_steps}.jsonl"})
+        steps.append(
+            {
+                "step": cfg.repair_steps,
+                "pass_at_k": results["pass_at_k"],
+                "samples": f"samples.step{cfg.repair_steps}.jsonl",
+            }
+        )
         results["repair_steps"] = steps
     write_results(out, results)
     return results

@@ -29,9 +29,9 @@ class Method:
     """What a method asks the teacher (``teacher_stage``, about which tasks) and what it trains on."""
 
     name: str
-    teacher_stage: str                # a key of TEACHER_STAGES
-    only_failed: bool                 # the teacher sees only the tasks the student failed (needs attempts)
-    trains_on: tuple[str, ...]        # example kinds, keys of EXAMPLE_KINDS, in the order they are written
+    teacher_stage: str  # a key of TEACHER_STAGES
+    only_failed: bool  # the teacher sees only the tasks the student failed (needs attempts)
+    trains_on: tuple[str, ...]  # example kinds, keys of EXAMPLE_KINDS, in the order they are written
 
 
 REGISTRY = {m.name: m for m in (
@@ -53,11 +53,15 @@ def _ask_repair(task: Task, attempt: dict | None, reference: str | None) -> list
 
 
 # teacher stage -> (records file, prompt builder(task, the student's attempt, reference or None))
-TEACHER_STAGES = {"teacher-direct": ("teacher_direct.jsonl", _ask_direct),
-                  "teacher-repair": ("teacher_repair.jsonl", _ask_repair)}
+TEACHER_STAGES = {
+    "teacher-direct": ("teacher_direct.jsonl", _ask_direct),
+    "teacher-repair": ("teacher_repair.jsonl", _ask_repair),
+}
 # example kind -> the prompt the student trains on (task, its attempt)
-EXAMPLE_KINDS = {"text-to-code": lambda task, att: direct_messages(task),
-                 "refine": lambda task, att: refine_messages(task, att["code"], att["feedback"])}
+EXAMPLE_KINDS = {
+    "text-to-code": lambda task, att: direct_messages(task),
+    "refine": lambda task, att: refine_messages(task, att["code"], att["feedback"]),
+}
 
 
 @dataclass
@@ -112,17 +116,25 @@ class StageRunner:
     progress: bool = True
 
     def __call__(self, name: str, generator, requests: list[Request], params, file: str) -> dict[str, dict]:
-        recs = run_stage(name, generator, requests, params, self.data_dir / file,
-                         verified_records(name, self.sandbox, self.limits), batch_size=self.batch_size,
-                         progress=self.progress)
+        recs = run_stage(
+            name,
+            generator,
+            requests,
+            params,
+            self.data_dir / file,
+            verified_records(name, self.sandbox, self.limits),
+            batch_size=self.batch_size,
+            progress=self.progress,
+        )
         return {r["task_id"]: r for r in recs.values()}
 
 
 def _check_references(tasks: list[Task]) -> None:
     missing = [t.task_id for t in tasks if not t.canonical_solution]
     if missing:
-        raise UserError(f"teacher_sees_reference: {len(missing)} seed tasks have no canonical_solution "
-                        f"(first: {missing[0]})")
+        raise UserError(
+            f"teacher_sees_reference: {len(missing)} seed tasks have no canonical_solution (first: {missing[0]})"
+        )
 
 
 def _count_teacher(stats: DataStats, recs: dict[str, dict]) -> dict[str, dict]:
@@ -175,7 +187,11 @@ def collect(
     asked = [t for t in clean if not spec.only_failed or not attempts[t.task_id]["passed"]]
     file, ask = TEACHER_STAGES[spec.teacher_stage]
     requests = [
-        Request(t.task_id, t, ask(t, (attempts or {}).get(t.task_id), t.canonical_solution if teacher_sees_reference else None))
+        Request(
+            t.task_id,
+            t,
+            ask(t, (attempts or {}).get(t.task_id), t.canonical_solution if teacher_sees_reference else None),
+        )
         for t in asked
     ]
     teacher_recs = _count_teacher(stats, stage(spec.teacher_stage, teacher, requests, teacher_params, file))
@@ -199,7 +215,12 @@ def write_dataset(
         pq.write_table(pa.Table.from_pylist(examples), str(target) + ".tmp")
         os.replace(str(target) + ".tmp", target)
         files.append(target.name)
-    card = {**asdict(stats), **(extra_card or {}), "file": path.name, "files": files,
-            "format": "conversational prompt-completion (TRL)"}
+    card = {
+        **asdict(stats),
+        **(extra_card or {}),
+        "file": path.name,
+        "files": files,
+        "format": "conversational prompt-completion (TRL)",
+    }
     atomic_write_json(out_dir / "data_card.json", card)
     return path

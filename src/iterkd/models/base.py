@@ -64,7 +64,9 @@ class GenStats:
         """Generated (completion) tokens per second of wall time spent in ``chat``."""
         return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
 
-    def add(self, completions: list[list[Completion]], seconds: float, generated: list[Completion] | None = None) -> None:
+    def add(
+        self, completions: list[list[Completion]], seconds: float, generated: list[Completion] | None = None
+    ) -> None:
         """Count one ``chat`` call. ``generated``: the completions actually computed (greedy copies of one
         completion are returned ``n`` times but generated once); default: all of them."""
         self.calls += 1

@@ -261,7 +261,9 @@ class LlamaServer:
         preexec = None
         if self.binary is not None:
             # libraries beside the binary; and no watcher thread in C++: the kernel signals it when we die
-            env["LD_LIBRARY_PATH"] = str(self.binary.parent) + (os.pathsep + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+            env["LD_LIBRARY_PATH"] = str(self.binary.parent) + (
+                os.pathsep + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else ""
+            )
             preexec = _die_with_parent
         with open(self.log_path, "ab") as log:
             log.write(f"$ {' '.join(self._command())}\n".encode())

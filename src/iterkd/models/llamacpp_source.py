@@ -61,7 +61,7 @@ def _extract_vendor(sdist: Path, dest: Path, wanted: tuple[str, ...] | None = No
     prefix = f"{sdist.name[: -len('.tar.gz')]}/vendor/llama.cpp/"
     with tarfile.open(sdist) as tar:
         for member in tar.getmembers():
-            rel = member.name[len(prefix):] if member.name.startswith(prefix) else None
+            rel = member.name[len(prefix) :] if member.name.startswith(prefix) else None
             if rel and (wanted is None or rel.startswith(wanted)) and (member.isfile() or member.isdir()):
                 member.name = rel
                 tar.extract(member, dest, filter="data")

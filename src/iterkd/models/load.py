@@ -7,8 +7,14 @@ from iterkd.models.base import Generator
 
 BACKENDS = ("auto", "llamacpp", "hf", "openai", "llama-server")  # canonical names
 NAMES = ("auto", "llama.cpp", "transformers", "llama-server", "openai")  # what users are told to choose from
-_ALIASES = {"llama.cpp": "llamacpp", "llama_cpp": "llamacpp", "llama-cpp": "llamacpp", "transformers": "hf",
-            "server": "llama-server", "llama_server": "llama-server"}
+_ALIASES = {
+    "llama.cpp": "llamacpp",
+    "llama_cpp": "llamacpp",
+    "llama-cpp": "llamacpp",
+    "transformers": "hf",
+    "server": "llama-server",
+    "llama_server": "llama-server",
+}
 
 
 def canonical_backend(backend: str) -> str:
@@ -55,8 +61,14 @@ def load_generator(model: str, backend: str = "auto", **kw) -> Generator:
         if not _servable(model):
             raise UserError(f"{model}: the llama-server backend serves a registry model or a .gguf file")
         parallel = int(kw.pop("parallel", 8))
-        cfg = {"served_model": model, "server_impl": "native", "server_parallel": parallel, "concurrency": parallel,
-               "cache_path": ":memory:", **kw}
+        cfg = {
+            "served_model": model,
+            "server_impl": "native",
+            "server_parallel": parallel,
+            "concurrency": parallel,
+            "cache_path": ":memory:",
+            **kw,
+        }
         return load_teacher(TeacherConfig.from_dict(cfg))
     if b == "openai":
         from iterkd.teacher import TeacherConfig, load_teacher

@@ -399,7 +399,9 @@ def resolve(model: str, fetch_missing: bool = True, progress: bool = True) -> Mo
         if len(ggufs) == 1:
             return ModelRef(kind="gguf", name=ggufs[0].stem, path=ggufs[0].resolve())
         if ggufs:
-            raise UserError(f"{text}: directory holds several .gguf files ({', '.join(g.name for g in ggufs)}); name one")
+            raise UserError(
+                f"{text}: directory holds several .gguf files ({', '.join(g.name for g in ggufs)}); name one"
+            )
         raise UserError(f"{text}: directory has neither config.json (Hugging Face format) nor a .gguf file")
     looks_like_path = text.startswith((".", "/", "~")) or text.lower().endswith(".gguf") or os.sep + os.sep in text
     if not looks_like_path and _HUB_ID.fullmatch(text):

@@ -23,22 +23,28 @@ class DistillConfig(ConfigModel):
 
     method: str = "persd-combine"
     run_dir: str = ""
-    seed_tasks: str = "mbpp"                 # benchmark name or a task JSONL file
-    seed_split: Optional[str] = "train"      # MBPP split (ignored for task files)
+    seed_tasks: str = "mbpp"  # benchmark name or a task JSONL file
+    seed_split: Optional[str] = "train"  # MBPP split (ignored for task files)
     limit: Optional[int] = Field(None, gt=0)  # only the first N seed tasks
-    student: str = "smollm2-135m-instruct"   # registry name, .gguf, model dir or hub id
-    student_backend: str = "auto"            # generation backend for student attempts (llama-server: parallel)
-    stage_dir: Optional[str] = None          # stage records (attempts, teacher answers); None = RUN/data
-    teacher_sees_reference: bool = False     # PERsD repairs with the task's reference solution in context (PD code)
+    student: str = "smollm2-135m-instruct"  # registry name, .gguf, model dir or hub id
+    student_backend: str = "auto"  # generation backend for student attempts (llama-server: parallel)
+    stage_dir: Optional[str] = None  # stage records (attempts, teacher answers); None = RUN/data
+    teacher_sees_reference: bool = False  # PERsD repairs with the task's reference solution in context (PD code)
     sandbox_timeout: float = Field(3.0, gt=0)  # CPU seconds per program (at least 4x a task's reference time)
-    batch_size: int = Field(8, gt=0)         # prompts per generation call (servers, APIs: 4x their slots)
-    eval_base: bool = True                   # also evaluate the untrained student (before/after table)
-    parquet: bool = False                    # also write data/train.parquet (same rows as train.jsonl)
+    batch_size: int = Field(8, gt=0)  # prompts per generation call (servers, APIs: 4x their slots)
+    eval_base: bool = True  # also evaluate the untrained student (before/after table)
+    parquet: bool = False  # also write data/train.parquet (same rows as train.jsonl)
     # sections: SamplingParams, TeacherConfig, TrainConfig and EvalConfig by their own field names
-    student_sampling: dict = Field(default_factory=lambda: {"temperature": 0.3, "top_p": 0.95, "max_tokens": 512, "seed": 0})
-    teacher: dict = Field(default_factory=lambda: {"served_model": "qwen2.5-coder-1.5b-instruct", "temperature": 0.0, "max_tokens": 512})
+    student_sampling: dict = Field(
+        default_factory=lambda: {"temperature": 0.3, "top_p": 0.95, "max_tokens": 512, "seed": 0}
+    )
+    teacher: dict = Field(
+        default_factory=lambda: {"served_model": "qwen2.5-coder-1.5b-instruct", "temperature": 0.0, "max_tokens": 512}
+    )
     train: dict = Field(default_factory=dict)
-    eval: dict = Field(default_factory=lambda: {"benchmarks": ["humaneval", "mbpp"], "backend": "transformers", "max_tokens": 512})
+    eval: dict = Field(
+        default_factory=lambda: {"benchmarks": ["humaneval", "mbpp"], "backend": "transformers", "max_tokens": 512}
+    )
 
     @field_validator("method")
     @classmethod
@@ -73,15 +79,26 @@ class DistillConfig(ConfigModel):
         from iterkd.train import config_from_dict
 
         run = Path(self.run_dir)
-        train = config_from_dict({**self.train, "model": self.student, "train_file": str(run / "data" / "train.jsonl"),
-                                  "output_dir": str(run / "train")}, "train")
+        train = config_from_dict(
+            {
+                **self.train,
+                "model": self.student,
+                "train_file": str(run / "data" / "train.jsonl"),
+                "output_dir": str(run / "train"),
+            },
+            "train",
+        )
         settings = {k: v for k, v in self.eval.items() if k not in ("benchmarks", "export_gguf")}
         benchmarks = self.eval.get("benchmarks", ["humaneval", "mbpp"])
         if not isinstance(benchmarks, list):  # [] = train only (e.g. tuning rows scored separately)
             raise UserError(f"eval: 'benchmarks' must be a list, got {benchmarks!r}")
         evals = [EvalConfig.from_dict({**settings, "model": self.student, "benchmark": b}, "eval") for b in benchmarks]
-        return (SamplingParams.from_dict(self.student_sampling, "student_sampling"),
-                TeacherConfig.from_dict(self.teacher, "teacher"), train, evals)
+        return (
+            SamplingParams.from_dict(self.student_sampling, "student_sampling"),
+            TeacherConfig.from_dict(self.teacher, "teacher"),
+            train,
+            evals,
+        )
 
 
 def _set(values: dict, key: str, value: Any, where: str) -> None:

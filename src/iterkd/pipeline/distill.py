@@ -28,7 +28,17 @@ from iterkd.pipeline.config import DistillConfig
 
 # Settings that decide what a stage record holds: runs may share a stage_dir only when these agree.
 _STAGE_KEYS = ("seed_tasks", "seed_split", "student", "student_sampling", "sandbox_timeout", "teacher_sees_reference")
-_TEACHER_KEYS = ("served_model", "base_url", "model", "temperature", "top_p", "max_tokens", "seed", "top_k", "extra_body")
+_TEACHER_KEYS = (
+    "served_model",
+    "base_url",
+    "model",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "top_k",
+    "extra_body",
+)
 
 
 def _stage_dir(cfg: DistillConfig, run: Path) -> Path:
@@ -46,8 +56,13 @@ def _stage_dir(cfg: DistillConfig, run: Path) -> Path:
     families = {f"prompt_version:{family}": v for family, v in PROMPT_VERSIONS.items() if family != "student"}
     wanted.update(families)
     # pin files written before the families were recorded held records of their v1 wordings
-    pin_settings(path / "stage_settings.json", wanted, f"stage_dir {path}", "use another stage_dir",
-                 assumed={k: "v1" for k in families})
+    pin_settings(
+        path / "stage_settings.json",
+        wanted,
+        f"stage_dir {path}",
+        "use another stage_dir",
+        assumed={k: "v1" for k in families},
+    )
     return path
 
 
@@ -79,19 +94,37 @@ def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     shared = run_lock(stage_dir, "stage_dir") if cfg.stage_dir else contextlib.nullcontext()
     try:
         with shared, Sandbox(limits=limits) as sandbox:
-            examples, stats = collect(cfg.method, tasks, student, teacher, student_params, teacher_cfg.sampling(),
-                                      sandbox, limits, stage_dir, batch_size=cfg.batch_size, progress=progress,
-                                      teacher_sees_reference=cfg.teacher_sees_reference)
+            examples, stats = collect(
+                cfg.method,
+                tasks,
+                student,
+                teacher,
+                student_params,
+                teacher_cfg.sampling(),
+                sandbox,
+                limits,
+                stage_dir,
+                batch_size=cfg.batch_size,
+                progress=progress,
+                teacher_sees_reference=cfg.teacher_sees_reference,
+            )
         usage = teacher.as_dict()
     finally:
         teacher.close()
         if student is not None:
             student.close()
     if not examples:
-        raise UserError(f"{cfg.method}: the teacher produced no passing examples for {len(tasks)} seed tasks; "
-                        "nothing to train on (see RUN/data/*.jsonl)")
-    extra = {"teacher": usage, "seed_source": cfg.seed_tasks, "seed_split": split, "student": cfg.student,
-             "data_seconds": round(time.perf_counter() - began, 1)}
+        raise UserError(
+            f"{cfg.method}: the teacher produced no passing examples for {len(tasks)} seed tasks; "
+            "nothing to train on (see RUN/data/*.jsonl)"
+        )
+    extra = {
+        "teacher": usage,
+        "seed_source": cfg.seed_tasks,
+        "seed_split": split,
+        "student": cfg.student,
+        "data_seconds": round(time.perf_counter() - began, 1),
+    }
     write_dataset(examples, stats, run / "data", extra, parquet=cfg.parquet)
     return read_json(run / "data" / "data_card.json")
 
@@ -114,8 +147,11 @@ def evaluate(cfg: DistillConfig, model: str, out: Path, progress: bool) -> dict:
     for ecfg in cfg.sections()[3]:
         name = benchmark_name(ecfg.benchmark)
         doc = run_eval(ecfg.model_copy(update={"model": model}), out / name, progress=progress)
-        results[name] = {"pass_at_k": doc["pass_at_k"], "n_tasks": doc["n_tasks"],
-                         **({"repair_steps": doc["repair_steps"]} if "repair_steps" in doc else {})}
+        results[name] = {
+            "pass_at_k": doc["pass_at_k"],
+            "n_tasks": doc["n_tasks"],
+            **({"repair_steps": doc["repair_steps"]} if "repair_steps" in doc else {}),
+        }
     return results
 
 
@@ -135,8 +171,13 @@ def _run_locked(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     final, train_seconds = train_student(cfg, run)
     # model paths are relative to the run directory: a run (or its committed copy) does not name this machine
     rel = lambda path: os.path.relpath(path, run)  # noqa: E731
-    summary = {"method": cfg.method, "run_dir": cfg.run_dir, "data": card, "train_seconds": round(train_seconds, 1),
-               "trained_model": rel(final)}
+    summary = {
+        "method": cfg.method,
+        "run_dir": cfg.run_dir,
+        "data": card,
+        "train_seconds": round(train_seconds, 1),
+        "trained_model": rel(final),
+    }
     outtype = cfg.eval.get("export_gguf")  # e.g. q8_0: evaluate through llama.cpp, several times faster on a CPU
     if cfg.eval_base:
         base = cfg.student

@@ -26,8 +26,14 @@ from .types import Job, Limits, Result
 
 MODES = ("auto", "namespaces", "bwrap", "none")
 _SRC_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_WORKER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp",
-               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+_WORKER_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "HOME": "/tmp",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
 
 
 def _kept_under_tmp() -> list[str]:
@@ -47,8 +53,8 @@ class _WorkerHandle:
         self.proc = proc
         self.scratch_root = scratch_root
         self.report: dict = {}
-        self.job_id: int | None = None   # in flight
-        self.index: int | None = None    # caller's index; None when the caller stopped listening
+        self.job_id: int | None = None  # in flight
+        self.index: int | None = None  # caller's index; None when the caller stopped listening
         self.deadline = 0.0
         self.started = 0.0
 
@@ -64,9 +70,16 @@ class _WorkerHandle:
 class Sandbox:
     """Pool of isolated workers running untrusted Python jobs. See `iterkd.sandbox` for the API."""
 
-    def __init__(self, workers: int | None = None, limits: Limits | None = None, isolation: str = "auto",
-                 uid_base: int = 60000, preload: Iterable[str] | None = None, watchdog_grace_s: float = 10.0,
-                 start_timeout_s: float = 60.0):
+    def __init__(
+        self,
+        workers: int | None = None,
+        limits: Limits | None = None,
+        isolation: str = "auto",
+        uid_base: int = 60000,
+        preload: Iterable[str] | None = None,
+        watchdog_grace_s: float = 10.0,
+        start_timeout_s: float = 60.0,
+    ):
         if isolation not in MODES:
             raise ValueError(f"isolation must be one of {MODES}, got {isolation!r}")
         self.limits = limits or Limits()
@@ -112,8 +125,10 @@ class Sandbox:
         errors = []
         for mode in candidates:
             if mode == "none":
-                msg = ("iterkd.sandbox: isolation='none' - untrusted code runs WITHOUT namespaces, read-only "
-                       "filesystem, separate uid or cgroup: it can read/modify your files and use the network")
+                msg = (
+                    "iterkd.sandbox: isolation='none' - untrusted code runs WITHOUT namespaces, read-only "
+                    "filesystem, separate uid or cgroup: it can read/modify your files and use the network"
+                )
                 warnings.warn(msg, RuntimeWarning, stacklevel=3)
                 print("WARNING: " + msg, file=sys.stderr)
                 self.warnings.append(msg)
@@ -136,24 +151,56 @@ class Sandbox:
         cmd = [sys.executable, "-I", "-c", code, json.dumps(cfg)]
         if self.mode == "bwrap":
             size = ["--size", str(self.limits.scratch_bytes)]
-            cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
-                   "--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
-                   "--tmpfs", "/dev/shm",
-                   *[arg for p in _kept_under_tmp() for arg in ("--ro-bind", p, p)],
-                   "--chdir", "/tmp", "--", *cmd]
+            cmd = [
+                "bwrap",
+                "--unshare-all",
+                "--die-with-parent",
+                "--new-session",
+                "--ro-bind",
+                "/",
+                "/",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                *size,
+                "--tmpfs",
+                "/tmp",
+                "--tmpfs",
+                "/var/tmp",
+                "--tmpfs",
+                "/dev/shm",
+                *[arg for p in _kept_under_tmp() for arg in ("--ro-bind", p, p)],
+                "--chdir",
+                "/tmp",
+                "--",
+                *cmd,
+            ]
         return cmd
 
     def _spawn_many(self, slots: list[int]) -> list[_WorkerHandle]:
         ws = []
         for slot in slots:
             scratch = tempfile.mkdtemp(prefix=f"iterkd-sandbox-w{slot}-") if self.mode == "none" else None
-            cfg = {"mode": self.mode, "limits": self.limits.to_dict(), "uid_base": self.uid_base,
-                   "parent_pid": os.getpid(), "cgroup": self.cgroup_version if self.mode == "namespaces" else None,
-                   "scratch_root": scratch}
+            cfg = {
+                "mode": self.mode,
+                "limits": self.limits.to_dict(),
+                "uid_base": self.uid_base,
+                "parent_pid": os.getpid(),
+                "cgroup": self.cgroup_version if self.mode == "namespaces" else None,
+                "scratch_root": scratch,
+            }
             if self.preload is not None:
                 cfg["preload"] = self.preload
-            proc = subprocess.Popen(self._command(cfg), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    env=dict(_WORKER_ENV), cwd="/", start_new_session=True, bufsize=0)
+            proc = subprocess.Popen(
+                self._command(cfg),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=dict(_WORKER_ENV),
+                cwd="/",
+                start_new_session=True,
+                bufsize=0,
+            )
             ws.append(_WorkerHandle(slot, proc, scratch))
         deadline = time.monotonic() + self.start_timeout
         waiting = {w.rfd: w for w in ws}
@@ -188,7 +235,7 @@ class Sandbox:
         try:
             yield from self._imap(jobs)
         finally:
-            for w in self._workers:   # results of jobs nobody waits for any more are dropped later
+            for w in self._workers:  # results of jobs nobody waits for any more are dropped later
                 w.index = None
             self._release()
 
@@ -272,7 +319,9 @@ class Sandbox:
         w.job_id = w.index = None
         self._kill_workers([w])
         self.replaced += 1
-        res = Result(status="error", reason=reason, feedback=f"ERROR: {reason}", wall_s=round(time.monotonic() - started, 4))
+        res = Result(
+            status="error", reason=reason, feedback=f"ERROR: {reason}", wall_s=round(time.monotonic() - started, 4)
+        )
         try:
             (new,) = self._spawn_many([w.slot])
         except SandboxError as e:
@@ -339,7 +388,7 @@ class Sandbox:
         if graceful:
             for w in ws:
                 try:
-                    w.proc.stdin.close()   # worker sees EOF and exits; its pid namespace goes with it
+                    w.proc.stdin.close()  # worker sees EOF and exits; its pid namespace goes with it
                 except OSError:
                     pass
             end = time.monotonic() + 2.0

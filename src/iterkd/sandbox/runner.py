@@ -33,10 +33,16 @@ _PLAIN_FUNCS = frozenset(
 _PLAIN_TYPES = (int, float, complex, str, bytes, bool, list, tuple, dict, set, frozenset)
 
 _CMP_OPS = {
-    ast.Eq: (operator.eq, "=="), ast.NotEq: (operator.ne, "!="), ast.Lt: (operator.lt, "<"),
-    ast.LtE: (operator.le, "<="), ast.Gt: (operator.gt, ">"), ast.GtE: (operator.ge, ">="),
-    ast.Is: (operator.is_, "is"), ast.IsNot: (operator.is_not, "is not"),
-    ast.In: (lambda a, b: a in b, "in"), ast.NotIn: (lambda a, b: a not in b, "not in"),
+    ast.Eq: (operator.eq, "=="),
+    ast.NotEq: (operator.ne, "!="),
+    ast.Lt: (operator.lt, "<"),
+    ast.LtE: (operator.le, "<="),
+    ast.Gt: (operator.gt, ">"),
+    ast.GtE: (operator.ge, ">="),
+    ast.Is: (operator.is_, "is"),
+    ast.IsNot: (operator.is_not, "is not"),
+    ast.In: (lambda a, b: a in b, "in"),
+    ast.NotIn: (lambda a, b: a not in b, "not in"),
 }
 
 _repr = reprlib.Repr()
@@ -88,7 +94,7 @@ class _Verdict:
             view = memoryview(data)
             while view:
                 try:
-                    view = view[_write(_fd, view):]
+                    view = view[_write(_fd, view) :]
                 except InterruptedError:
                     continue
 
@@ -123,8 +129,19 @@ def _scope_walk(node):
         n = todo.pop(0)
         yield n
         for c in ast.iter_child_nodes(n):
-            if not isinstance(c, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp,
-                                  ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if not isinstance(
+                c,
+                (
+                    ast.Lambda,
+                    ast.ListComp,
+                    ast.SetComp,
+                    ast.DictComp,
+                    ast.GeneratorExp,
+                    ast.FunctionDef,
+                    ast.AsyncFunctionDef,
+                    ast.ClassDef,
+                ),
+            ):
                 todo.append(c)
 
 
@@ -205,8 +222,13 @@ def _eval_parts(expr, parts, ns, filename):
         names[id(p)] = f"__iterkd_part{k}__"
     if len(parts) == 1 and parts[0] is expr:
         return vals, vals[0]
-    if (isinstance(expr, ast.Compare) and len(expr.ops) == 1 and len(parts) == 2
-            and parts[0] is expr.left and parts[1] is expr.comparators[0]):
+    if (
+        isinstance(expr, ast.Compare)
+        and len(expr.ops) == 1
+        and len(parts) == 2
+        and parts[0] is expr.left
+        and parts[1] is expr.comparators[0]
+    ):
         return vals, _CMP_OPS[type(expr.ops[0])][0](vals[0], vals[1])  # same semantics as the operator
     whole = _Subst(names).visit(expr)
     return vals, _eval(whole, ns, filename, env)
@@ -230,8 +252,12 @@ def _call_text(src: str, call, ns) -> str:
     try:
         if not isinstance(call, ast.Call) or not any(isinstance(a, ast.Name) for a in call.args):
             return _src(src, call)
-        args = [short_repr(ns[a.id], 200) if isinstance(a, ast.Name) and _type(ns.get(a.id)) in _PLAIN_TYPES
-                else _src(src, a) for a in call.args]
+        args = [
+            short_repr(ns[a.id], 200)
+            if isinstance(a, ast.Name) and _type(ns.get(a.id)) in _PLAIN_TYPES
+            else _src(src, a)
+            for a in call.args
+        ]
         args += [f"{k.arg}={_src(src, k.value)}" if k.arg else f"**{_src(src, k.value)}" for k in call.keywords]
         return f"{_src(src, call.func)}({', '.join(args)})"
     except Exception:
@@ -245,8 +271,14 @@ def _error_feedback(inp: str, e: BaseException) -> str:
 def _abs_diff_parts(cmp: ast.Compare):
     """abs(A - B) < eps -> (A, B, eps) else None."""
     left = cmp.left
-    if (isinstance(cmp.ops[0], (ast.Lt, ast.LtE)) and isinstance(left, ast.Call) and _call_name(left) == "abs"
-            and len(left.args) == 1 and isinstance(left.args[0], ast.BinOp) and isinstance(left.args[0].op, ast.Sub)):
+    if (
+        isinstance(cmp.ops[0], (ast.Lt, ast.LtE))
+        and isinstance(left, ast.Call)
+        and _call_name(left) == "abs"
+        and len(left.args) == 1
+        and isinstance(left.args[0], ast.BinOp)
+        and isinstance(left.args[0].op, ast.Sub)
+    ):
         return left.args[0].left, left.args[0].right, cmp.comparators[0]
     return None
 
@@ -284,8 +316,11 @@ def run_assert(node: ast.Assert, src: str, ns: dict, filename: str) -> None:
     try:
         vals, value = _eval_parts(test, parts, ns, filename)
         if kind == "cmp" and isinstance(test.ops[0], ast.Eq):
-            ok = bool(value) and not (_sneaky_eq(vals[0]) and not _sneaky_eq(vals[1])) \
+            ok = (
+                bool(value)
+                and not (_sneaky_eq(vals[0]) and not _sneaky_eq(vals[1]))
                 and not (_sneaky_eq(vals[1]) and not _sneaky_eq(vals[0]))
+            )
         else:
             ok = bool(value)
     except TestFailure:
@@ -368,15 +403,19 @@ class _RecordAsserts(ast.NodeTransformer):
         t = node.test
         mk = lambda name, ctx=ast.Load(): ast.Name(id=name, ctx=ctx)  # noqa: E731
         if isinstance(t, ast.Compare) and len(t.ops) == 1 and isinstance(t.ops[0], ast.Eq):
-            new = [ast.Assign(targets=[mk(_L, ast.Store())], value=t.left),
-                   ast.Assign(targets=[mk(_R, ast.Store())], value=t.comparators[0]),
-                   ast.Assert(test=ast.Compare(left=mk(_L), ops=[ast.Eq()], comparators=[mk(_R)]), msg=node.msg)]
+            new = [
+                ast.Assign(targets=[mk(_L, ast.Store())], value=t.left),
+                ast.Assign(targets=[mk(_R, ast.Store())], value=t.comparators[0]),
+                ast.Assert(test=ast.Compare(left=mk(_L), ops=[ast.Eq()], comparators=[mk(_R)]), msg=node.msg),
+            ]
         else:
             call = _focus_call(t)
             if call is None:
                 return node
-            new = [ast.Assign(targets=[mk(_C, ast.Store())], value=call),
-                   ast.Assert(test=_Subst({id(call): _C}).visit(t), msg=node.msg)]
+            new = [
+                ast.Assign(targets=[mk(_C, ast.Store())], value=call),
+                ast.Assert(test=_Subst({id(call): _C}).visit(t), msg=node.msg),
+            ]
         self.rewrote[-1] = True
         for n in new:
             ast.copy_location(n, node)
@@ -403,8 +442,10 @@ def _plain_value(src: str, node, names: dict):
     """Value of a call-free expression (constants, names, arithmetic), else its source."""
     if node is None:
         return ""
-    if any(isinstance(n, (ast.Call, ast.Lambda, ast.NamedExpr, ast.Await, ast.Yield, ast.YieldFrom))
-           for n in ast.walk(node)):
+    if any(
+        isinstance(n, (ast.Call, ast.Lambda, ast.NamedExpr, ast.Await, ast.Yield, ast.YieldFrom))
+        for n in ast.walk(node)
+    ):
         return _src(src, node)
     try:
         return short_repr(_eval(node, {"__builtins__": {}}, "<feedback>", dict(names)))
@@ -416,7 +457,11 @@ def block_feedback(e: BaseException, sources: dict, ns: dict, fallback: str) -> 
     """Feedback for an exception raised while running a test block (maybe inside a setup `check`)."""
     fn, line, frame = _innermost(e, sources)
     if fn is None:
-        return _error_feedback(fallback, e) if not isinstance(e, AssertionError) else f"INPUT: {fallback}\nOUTPUT: assertion failed"
+        return (
+            _error_feedback(fallback, e)
+            if not isinstance(e, AssertionError)
+            else f"INPUT: {fallback}\nOUTPUT: assertion failed"
+        )
     src = sources[fn]
     stmt = _stmt_at(ast.parse(src, fn), line)
     names = dict(ns)
@@ -440,8 +485,10 @@ def block_feedback(e: BaseException, sources: dict, ns: dict, fallback: str) -> 
             if isinstance(t, ast.Compare):
                 ab = _abs_diff_parts(t)
                 if ab and ab[0] is call or (ab and any(n is call for n in ast.walk(ab[0]))):
-                    return (f"INPUT: {inp}\nOUTPUT: {out}\nEXPECTED: {_plain_value(src, ab[1], names)} "
-                            f"(tolerance {_plain_value(src, ab[2], names)})")
+                    return (
+                        f"INPUT: {inp}\nOUTPUT: {out}\nEXPECTED: {_plain_value(src, ab[1], names)} "
+                        f"(tolerance {_plain_value(src, ab[2], names)})"
+                    )
                 if t.left is call and len(t.ops) == 1:
                     op = _CMP_OPS.get(type(t.ops[0]), (None, "?"))[1]
                     return f"INPUT: {inp}\nOUTPUT: {out}\nEXPECTED: a value {op} {_plain_value(src, t.comparators[0], names)}"
@@ -498,6 +545,34 @@ def _syntax_reason(e: SyntaxError, what: str) -> str:
     return _cut(f"SyntaxError in the {what}: {e.msg}{where}", 300)
 
 
+def _exec_program_and_setup(job: dict, ns: dict, state: dict, finish) -> None:
+    """Compile and run the program, then the setup, in ``ns``; on an error fill ``state`` and ``finish()``
+    (which writes the verdict and exits the process)."""
+    for what, src in (("program", job.get("program", "")), ("setup", job.get("setup") or "")):
+        try:
+            # the setup's asserts (e.g. inside `def check(candidate)`) are rewritten to keep feedback values
+            code = compile(rewrite(src, "<setup>") if what == "setup" else src, f"<{what}>", "exec")
+        except (SyntaxError, ValueError) as e:
+            state["reason"] = (
+                _syntax_reason(e, what) if isinstance(e, SyntaxError) else f"cannot compile the {what}: {e}"
+            )
+            state["feedback"] = "ERROR: " + state["reason"]
+            finish()
+        try:
+            exec(code, ns)
+        except BaseException as e:
+            line = _failing_line(e, f"<{what}>")
+            at = f" (line {line} of the {what})" if line else f" (in the {what})"
+            if isinstance(e, MemoryError):
+                state["reason"] = "out of memory (MemoryError)" + at
+            elif isinstance(e, SystemExit):
+                state["reason"] = f"SystemExit({short_repr(e.code, 50)}) at top level of the {what}"
+            else:
+                state["reason"] = _cut(format_exc(e, 250) + at, 300)
+            state["feedback"] = "ERROR: " + state["reason"]
+            finish()
+
+
 def run_job(job: dict, token: str, verdict_fd: int, feedback_chars: int = 1000, progress=None) -> None:
     """Run program, setup and tests; write the verdict; leave with os._exit. Never returns.
 
@@ -524,27 +599,7 @@ def run_job(job: dict, token: str, verdict_fd: int, feedback_chars: int = 1000, 
     try:
         ns = {"__name__": "__main__", "__builtins__": builtins}
         sources = {"<setup>": job.get("setup") or ""}
-        for what, src in (("program", job.get("program", "")), ("setup", job.get("setup") or "")):
-            try:
-                # the setup's asserts (e.g. inside `def check(candidate)`) are rewritten to keep feedback values
-                code = compile(rewrite(src, "<setup>") if what == "setup" else src, f"<{what}>", "exec")
-            except (SyntaxError, ValueError) as e:
-                state["reason"] = _syntax_reason(e, what) if isinstance(e, SyntaxError) else f"cannot compile the {what}: {e}"
-                state["feedback"] = "ERROR: " + state["reason"]
-                finish()
-            try:
-                exec(code, ns)
-            except BaseException as e:
-                line = _failing_line(e, f"<{what}>")
-                at = f" (line {line} of the {what})" if line else f" (in the {what})"
-                if isinstance(e, MemoryError):
-                    state["reason"] = "out of memory (MemoryError)" + at
-                elif isinstance(e, SystemExit):
-                    state["reason"] = f"SystemExit({short_repr(e.code, 50)}) at top level of the {what}"
-                else:
-                    state["reason"] = _cut(format_exc(e, 250) + at, 300)
-                state["feedback"] = "ERROR: " + state["reason"]
-                finish()
+        _exec_program_and_setup(job, ns, state, finish)
         if progress is not None:
             progress(0)  # program and setup done: a later crash/timeout points at a test
         for i, src in enumerate(tests):
@@ -559,8 +614,12 @@ def run_job(job: dict, token: str, verdict_fd: int, feedback_chars: int = 1000, 
                 state.update(status="failed", failed_test=i, feedback=f.feedback)
                 finish()
             except MemoryError:
-                state.update(status="error", failed_test=i, reason="out of memory (MemoryError)",
-                             feedback=f"INPUT: {_cut(src.strip(), 300)}\nERROR: MemoryError")
+                state.update(
+                    status="error",
+                    failed_test=i,
+                    reason="out of memory (MemoryError)",
+                    feedback=f"INPUT: {_cut(src.strip(), 300)}\nERROR: MemoryError",
+                )
                 finish()
             state["tests_run"] = i + 1
             if progress is not None:

@@ -21,14 +21,14 @@ class Limits:
 
     timeout_s: float = 3.0
     wall_s: Optional[float] = None
-    memory_bytes: int = 1 << 30          # whole process tree via cgroup; RLIMIT_AS fallback
+    memory_bytes: int = 1 << 30  # whole process tree via cgroup; RLIMIT_AS fallback
     address_space_bytes: Optional[int] = None  # None: 4 GiB when a memory cgroup is active, else memory_bytes
-    max_procs: int = 64                   # processes+threads (RLIMIT_NPROC per worker uid, cgroup pids.max)
-    file_size_bytes: int = 16 << 20       # RLIMIT_FSIZE
-    open_files: int = 256                 # RLIMIT_NOFILE
-    scratch_bytes: int = 64 << 20         # size of the worker's tmpfs scratch (job working directory)
-    output_keep_bytes: int = 2048         # per stream: head + tail kept in the Result
-    feedback_chars: int = 1000            # cap on Result.feedback
+    max_procs: int = 64  # processes+threads (RLIMIT_NPROC per worker uid, cgroup pids.max)
+    file_size_bytes: int = 16 << 20  # RLIMIT_FSIZE
+    open_files: int = 256  # RLIMIT_NOFILE
+    scratch_bytes: int = 64 << 20  # size of the worker's tmpfs scratch (job working directory)
+    output_keep_bytes: int = 2048  # per stream: head + tail kept in the Result
+    feedback_chars: int = 1000  # cap on Result.feedback
 
     def __post_init__(self) -> None:
         if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):

@@ -163,14 +163,14 @@ class Capture:
             self.head += b[:room]
             b = b[room:]
         if b:
-            self.tail += b[-self.half:]
+            self.tail += b[-self.half :]
             if len(self.tail) > self.half:
                 del self.tail[: len(self.tail) - self.half]
 
     def text(self) -> str:
         omitted = self.total - len(self.head) - len(self.tail)
         mid = f"\n...[{omitted} bytes omitted]...\n" if omitted > 0 else ""
-        return (bytes(self.head).decode("utf-8", "replace") + mid + bytes(self.tail).decode("utf-8", "replace"))
+        return bytes(self.head).decode("utf-8", "replace") + mid + bytes(self.tail).decode("utf-8", "replace")
 
 
 class VerdictScanner:
@@ -186,13 +186,13 @@ class VerdictScanner:
         while True:
             i = self.buf.find(self.tok)
             if i < 0:
-                self.buf = self.buf[-(len(self.tok) - 1):]
+                self.buf = self.buf[-(len(self.tok) - 1) :]
                 return
             j = self.buf.find(b"\n", i)
             if j < 0:
                 self.buf = self.buf[i:] if len(self.buf) - i < (1 << 20) else b""
                 return
-            rec, self.buf = self.buf[i + len(self.tok): j], self.buf[j + 1:]
+            rec, self.buf = self.buf[i + len(self.tok) : j], self.buf[j + 1 :]
             try:
                 payload = json.loads(rec[1:])
             except ValueError:
@@ -244,8 +244,13 @@ def _child(ctx: Worker, job: dict, box: list, lim: Limits, scratch: str, w_out: 
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.setitimer(signal.ITIMER_PROF, lim.timeout_s)
         word = ctx.progress_word
-        runner.run_job(job, box.pop(), VERDICT_FD, lim.feedback_chars,
-                       progress=lambda k, _pack=struct.pack_into, _w=word: _pack("<q", _w, 0, k))
+        runner.run_job(
+            job,
+            box.pop(),
+            VERDICT_FD,
+            lim.feedback_chars,
+            progress=lambda k, _pack=struct.pack_into, _w=word: _pack("<q", _w, 0, k),
+        )
     except BaseException as e:
         try:
             os.write(2, f"sandbox child setup failed: {type(e).__name__}: {e}\n".encode())
@@ -273,8 +278,17 @@ class Worker:
         # shared with each job child: how many tests completed (-1: program/setup not finished)
         self.progress_word = mmap.mmap(-1, 8)
         os.environ.clear()
-        os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
-                           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+        os.environ.update(
+            {
+                "PATH": "/usr/local/bin:/usr/bin:/bin",
+                "HOME": "/tmp",
+                "TMPDIR": "/tmp",
+                "LANG": "C.UTF-8",
+                "OMP_NUM_THREADS": "1",
+                "OPENBLAS_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1",
+            }
+        )
         # text streams for a job's fds 0/1/2 (the child dup2s its pipes there); never used in the worker itself
         enc = dict(encoding="utf-8", errors="backslashreplace", closefd=False)
         self.std = (open(0, **enc), open(1, "w", **enc), open(2, "w", **enc))
@@ -391,20 +405,37 @@ class Worker:
     def _result(self, job, lim, scanner, status, cpu, wall, timed_out, out, err) -> dict:
         tests = job.get("tests") or []
         progress = min(max(struct.unpack_from("<q", self.progress_word, 0)[0], -1), len(tests))
-        r = {"wall_s": round(wall, 4), "cpu_s": round(cpu, 4), "n_tests": len(tests),
-             "tests_run": max(0, progress), "stdout": out.text(), "stderr": err.text(),
-             "stdout_bytes": out.total, "stderr_bytes": err.total, "failed_test": None, "feedback": "", "reason": ""}
+        r = {
+            "wall_s": round(wall, 4),
+            "cpu_s": round(cpu, 4),
+            "n_tests": len(tests),
+            "tests_run": max(0, progress),
+            "stdout": out.text(),
+            "stderr": err.text(),
+            "stdout_bytes": out.total,
+            "stderr_bytes": err.total,
+            "failed_test": None,
+            "feedback": "",
+            "reason": "",
+        }
         v = scanner.verdict
         if v is not None and v.get("status") in ("passed", "failed", "error"):
-            r.update(status=v["status"], tests_run=int(v.get("tests_run") or 0), failed_test=v.get("failed_test"),
-                     feedback=str(v.get("feedback") or ""), reason=str(v.get("reason") or ""))
+            r.update(
+                status=v["status"],
+                tests_run=int(v.get("tests_run") or 0),
+                failed_test=v.get("failed_test"),
+                feedback=str(v.get("feedback") or ""),
+                reason=str(v.get("reason") or ""),
+            )
             return r
         oom = self.cgroup is not None and self.cgroup.new_oom_kill()
         if timed_out:
             r.update(status="timeout", reason=f"exceeded {lim.wall_limit_s:g}s wall-clock time (cpu {cpu:.2f}s)")
         elif os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
-            if sig in (signal.SIGPROF, signal.SIGXCPU) or (sig == signal.SIGKILL and cpu >= lim.timeout_s * 0.98 and not oom):
+            if sig in (signal.SIGPROF, signal.SIGXCPU) or (
+                sig == signal.SIGKILL and cpu >= lim.timeout_s * 0.98 and not oom
+            ):
                 r.update(status="timeout", reason=f"exceeded {lim.timeout_s:g}s CPU time")
             elif oom:
                 r.update(status="error", reason=f"out of memory (over {lim.memory_bytes >> 20} MiB, killed)")
@@ -415,8 +446,12 @@ class Worker:
             if code == EXIT_SETUP_FAILED and "sandbox child setup failed" in r["stderr"]:
                 r.update(status="error", reason="sandbox failure: " + r["stderr"].strip()[-300:])
             else:
-                r.update(status="error", reason=f"exited with code {code} before the tests finished"
-                         if progress >= 0 else f"exited with code {code} before the program finished")
+                r.update(
+                    status="error",
+                    reason=f"exited with code {code} before the tests finished"
+                    if progress >= 0
+                    else f"exited with code {code} before the program finished",
+                )
             if oom:
                 r["reason"] += " (a process was killed: out of memory)"
         if 0 <= progress < len(tests):
@@ -439,8 +474,12 @@ class Worker:
                 res = self.run(msg["job"])
             except Exception as e:
                 reason = f"sandbox failure: {type(e).__name__}: {e}"
-                res = {"status": "error", "reason": reason, "feedback": "ERROR: " + reason,
-                       "n_tests": len(msg.get("job", {}).get("tests") or [])}
+                res = {
+                    "status": "error",
+                    "reason": reason,
+                    "feedback": "ERROR: " + reason,
+                    "n_tests": len(msg.get("job", {}).get("tests") or []),
+                }
             res["id"] = msg.get("id")
             protocol.send(fout, res)
 
@@ -497,8 +536,14 @@ def main() -> None:
             report.update(setup_namespaces(limits))
             report.update(netns=True, mountns=True, pidns=True, ipcns=True, tmpfs_scratch=True, uid_drop=True)
         else:
-            report.update(netns=mode == "bwrap", mountns=mode == "bwrap", pidns=mode == "bwrap",
-                          tmpfs_scratch=mode == "bwrap", uid_drop=False, cgroup=None)
+            report.update(
+                netns=mode == "bwrap",
+                mountns=mode == "bwrap",
+                pidns=mode == "bwrap",
+                tmpfs_scratch=mode == "bwrap",
+                uid_drop=False,
+                cgroup=None,
+            )
             L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
         report["subreaper"] = True
         report["rlimits"] = True

@@ -48,7 +48,9 @@ def canonical_json(obj) -> str:
 
 def call_key(model: str, messages: list[dict], sampling: dict, index: int) -> str:
     """The cache key of sample ``index`` of ``messages`` sent to ``model`` with ``sampling``."""
-    blob = canonical_json({"v": CACHE_VERSION, "model": model, "messages": messages, "sampling": sampling, "index": index})
+    blob = canonical_json(
+        {"v": CACHE_VERSION, "model": model, "messages": messages, "sampling": sampling, "index": index}
+    )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

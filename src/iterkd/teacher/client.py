@@ -214,7 +214,9 @@ class OpenAIChatGenerator(BaseGenerator):
                 f"check the environment variable {env}" if env
                 else "set api_key_env to the name of the environment variable that holds the key"
             )  # fmt: skip
-            return UserError(f"teacher endpoint {self.base_url} rejected the API key (HTTP 401): {fix}. Server said: {detail}")
+            return UserError(
+                f"teacher endpoint {self.base_url} rejected the API key (HTTP 401): {fix}. Server said: {detail}"
+            )
         if isinstance(err, o.PermissionDeniedError):
             return UserError(
                 f"teacher endpoint {self.base_url} refused access to model {self.model!r} (HTTP 403; key from {env}). "
@@ -226,7 +228,9 @@ class OpenAIChatGenerator(BaseGenerator):
                 f"is unknown there or the base URL is wrong (OpenAI-compatible servers usually end in /v1). "
                 f"Server said: {detail}"
             )
-        return UserError(f"teacher endpoint {self.base_url} rejected the request for model {self.model!r} (HTTP {code}): {detail}")
+        return UserError(
+            f"teacher endpoint {self.base_url} rejected the request for model {self.model!r} (HTTP {code}): {detail}"
+        )
 
     def _retryable(self, err: Exception) -> bool:
         o = self._openai
@@ -250,9 +254,16 @@ class OpenAIChatGenerator(BaseGenerator):
         from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt
 
         cfg = self.config
-        kwargs = {"model": self.model, "messages": conv, "temperature": params.temperature, "top_p": params.top_p,
-                  cfg.max_tokens_param: params.max_tokens, "seed": seed, "n": 1,
-                  "timeout": cfg.request_timeout_s(params.max_tokens)}
+        kwargs = {
+            "model": self.model,
+            "messages": conv,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            cfg.max_tokens_param: params.max_tokens,
+            "seed": seed,
+            "n": 1,
+            "timeout": cfg.request_timeout_s(params.max_tokens),
+        }
         if params.stop:
             kwargs["stop"] = list(params.stop)[:_MAX_STOP]
         if extra:
@@ -322,7 +333,9 @@ class OpenAIChatGenerator(BaseGenerator):
 
     # ----------------------------------------------------------------------------------------- Generator API
 
-    def _plan(self, conversations, params: SamplingParams, n: int, skey: dict) -> tuple[dict[str, _Job], list[list[str]]]:
+    def _plan(
+        self, conversations, params: SamplingParams, n: int, skey: dict
+    ) -> tuple[dict[str, _Job], list[list[str]]]:
         """One job per distinct (conversation, sample index) -- one per conversation when greedy -- and each
         conversation's job keys."""
         per_conv = 1 if params.greedy else n
@@ -347,7 +360,9 @@ class OpenAIChatGenerator(BaseGenerator):
             # Booked once per use (a conversation given twice in one call: one lookup, two uses), before any
             # request is sent, so that the budget check counts them.
             for _ in range(uses[k]):
-                self.ledger.add(hit.prompt_tokens, hit.completion_tokens, cached=True, stage=stage, cost_usd=hit.cost_usd)
+                self.ledger.add(
+                    hit.prompt_tokens, hit.completion_tokens, cached=True, stage=stage, cost_usd=hit.cost_usd
+                )
 
     def _fetch_all(self, misses: list[_Job], params: SamplingParams, extra: dict, stage: str | None) -> None:
         """Send the cache misses in parallel; on the first error let running requests finish (their answers are

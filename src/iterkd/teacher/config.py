@@ -85,7 +85,9 @@ class TeacherConfig(ConfigModel):
         else:
             url = urlparse(str(self.base_url))
             if url.scheme not in ("http", "https") or not url.netloc:
-                raise ValueError(f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {self.base_url!r}")
+                raise ValueError(
+                    f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {self.base_url!r}"
+                )
             if not self.model or not str(self.model).strip():
                 raise ValueError(f"model is required with base_url {self.base_url}")
         if self.backoff_max_s < self.backoff_base_s:

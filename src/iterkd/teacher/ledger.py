@@ -20,7 +20,6 @@ class BudgetExceeded(Exception):
         self.budget_usd = budget_usd
 
 
-
 @dataclass
 class Usage:
     """Totals of teacher calls. ``calls``/tokens/``cost_usd``: requests answered by the endpoint in this run

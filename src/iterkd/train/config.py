@@ -30,10 +30,27 @@ Strategy = Literal["steps", "epoch", "no"]
 CONFIG_FILENAME = "train_config.yaml"
 # fields passed to TRL's SFTConfig under the same name (the rest are ours, or adjusted in train.sft.sft_config)
 TRL_FIELDS = (
-    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
-    "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm", "optim",
-    "completion_only_loss", "gradient_checkpointing", "seed", "logging_steps", "save_strategy", "save_steps",
-    "save_total_limit", "eval_steps", "report_to", "dataloader_num_workers",
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "gradient_accumulation_steps",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "max_grad_norm",
+    "optim",
+    "completion_only_loss",
+    "gradient_checkpointing",
+    "seed",
+    "logging_steps",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "eval_steps",
+    "report_to",
+    "dataloader_num_workers",
 )
 
 
@@ -41,48 +58,82 @@ class TrainConfig(ConfigModel):
     where: ClassVar[str] = "training config"
 
     # --- ours: what to train on what
-    model: str = Field("", description="student: registry name (iterkd models list), .gguf file, model directory or HF hub id")
-    train_file: str = Field("", description="training JSONL: {prompt, completion} rows, strings or chat messages (TRL format)")
-    eval_file: Optional[str] = Field(None, description="optional evaluation JSONL in the same format (eval loss per eval_strategy)")
+    model: str = Field(
+        "", description="student: registry name (iterkd models list), .gguf file, model directory or HF hub id"
+    )
+    train_file: str = Field(
+        "", description="training JSONL: {prompt, completion} rows, strings or chat messages (TRL format)"
+    )
+    eval_file: Optional[str] = Field(
+        None, description="optional evaluation JSONL in the same format (eval loss per eval_strategy)"
+    )
     output_dir: str = Field("", description="run directory: checkpoints, train_config.yaml, train_summary.json, final/")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype of the weights being trained (float32 or bfloat16); bf16 is autocast on top")
-    long_examples: Literal["drop", "truncate"] = Field("drop", description="examples longer than max_length: drop (never train on cut code) or truncate")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype of the weights being trained (float32 or bfloat16); bf16 is autocast on top"
+    )
+    long_examples: Literal["drop", "truncate"] = Field(
+        "drop", description="examples longer than max_length: drop (never train on cut code) or truncate"
+    )
     # --- TRL SFTConfig / TrainingArguments names
-    learning_rate: Optional[float] = Field(None, gt=0, description="peak learning rate (default 2e-5 full fine-tuning, 2e-4 LoRA)")
+    learning_rate: Optional[float] = Field(
+        None, gt=0, description="peak learning rate (default 2e-5 full fine-tuning, 2e-4 LoRA)"
+    )
     num_train_epochs: float = Field(2.0, gt=0, description="epochs over the training file (ignored when max_steps > 0)")
     max_steps: int = Field(-1, description="optimizer steps to run; -1 = use num_train_epochs")
     per_device_train_batch_size: int = Field(1, gt=0, description="sequences per forward pass")
     per_device_eval_batch_size: int = Field(4, gt=0, description="sequences per forward pass during evaluation")
-    gradient_accumulation_steps: int = Field(8, gt=0, description="forward passes per optimizer step (effective batch = this x batch)")
+    gradient_accumulation_steps: int = Field(
+        8, gt=0, description="forward passes per optimizer step (effective batch = this x batch)"
+    )
     lr_scheduler_type: str = Field("cosine", description="linear, cosine, constant, constant_with_warmup, ...")
-    warmup_steps: float = Field(0.03, ge=0, description="linear warm-up: steps, or a fraction of all steps when < 1 (TRL's warmup_ratio)")
+    warmup_steps: float = Field(
+        0.03, ge=0, description="linear warm-up: steps, or a fraction of all steps when < 1 (TRL's warmup_ratio)"
+    )
     weight_decay: float = Field(0.0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, description="gradient clipping norm")
     optim: str = Field("adamw_torch", description="optimizer name (transformers' optim values)")
-    max_length: int = Field(1024, gt=0, description="longest tokenized prompt+completion, in tokens (see long_examples)")
-    completion_only_loss: bool = Field(True, description="train on completion tokens only (prompt labels = -100), as PERsD does")
-    bf16: Optional[bool] = Field(None, description="bf16 mixed precision (default: on when CUDA supports it, off on CPU)")
-    gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, ~25% slower")
+    max_length: int = Field(
+        1024, gt=0, description="longest tokenized prompt+completion, in tokens (see long_examples)"
+    )
+    completion_only_loss: bool = Field(
+        True, description="train on completion tokens only (prompt labels = -100), as PERsD does"
+    )
+    bf16: Optional[bool] = Field(
+        None, description="bf16 mixed precision (default: on when CUDA supports it, off on CPU)"
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in backward: less memory, ~25% slower"
+    )
     seed: int = Field(42, description="seed for data order, dropout and LoRA initialisation")
     logging_steps: float = Field(10, gt=0, description="log loss every N optimizer steps")
-    save_strategy: Strategy = Field("steps", description="checkpoints: steps, epoch or no (no checkpoints means no resume)")
+    save_strategy: Strategy = Field(
+        "steps", description="checkpoints: steps, epoch or no (no checkpoints means no resume)"
+    )
     save_steps: float = Field(100, gt=0, description="checkpoint every N optimizer steps (save_strategy: steps)")
     save_total_limit: Optional[int] = Field(2, description="keep only the newest N checkpoints (null = all)")
     eval_strategy: Strategy = Field("epoch", description="when eval_file is set: steps, epoch or no")
     eval_steps: Optional[float] = Field(None, description="evaluate every N steps (eval_strategy: steps)")
     report_to: str = Field("none", description="experiment tracker (none, tensorboard, wandb, ...)")
     dataloader_num_workers: int = Field(0, description="data loader worker processes")
-    num_threads: Optional[int] = Field(None, gt=0, description="CPU threads for torch (default: torch's choice; 1 helps on a busy machine)")
+    num_threads: Optional[int] = Field(
+        None, gt=0, description="CPU threads for torch (default: torch's choice; 1 helps on a busy machine)"
+    )
     # --- ours: LoRA (PEFT LoraConfig names after the lora_ prefix)
     lora: bool = Field(False, description="train a LoRA adapter instead of all weights")
     lora_r: int = Field(16, gt=0, description="LoRA rank")
     lora_alpha: int = Field(32, gt=0, description="LoRA alpha (scale = alpha / r)")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA path")
-    lora_target_modules: Union[list[str], str] = Field("all-linear", description="modules to adapt: all-linear or a list (q_proj,v_proj)")
-    merge_lora: bool = Field(True, description="save final/ as a merged full model (loadable by iterkd eval); else the adapter")
+    lora_target_modules: Union[list[str], str] = Field(
+        "all-linear", description="modules to adapt: all-linear or a list (q_proj,v_proj)"
+    )
+    merge_lora: bool = Field(
+        True, description="save final/ as a merged full model (loadable by iterkd eval); else the adapter"
+    )
     # --- anything else SFTConfig accepts
-    sft_args: dict = Field(default_factory=dict, description="other SFTConfig/TrainingArguments fields passed through, e.g. {eval_accumulation_steps: 2}")
-
+    sft_args: dict = Field(
+        default_factory=dict,
+        description="other SFTConfig/TrainingArguments fields passed through, e.g. {eval_accumulation_steps: 2}",
+    )
 
     @field_validator("save_strategy", "eval_strategy", mode="before")
     @classmethod
@@ -130,8 +181,10 @@ class TrainConfig(ConfigModel):
 
     def resolved(self) -> TrainConfig:
         """A copy with the automatic values filled in (learning rate by LoRA or not, bf16 by device)."""
-        auto = {"learning_rate": self.learning_rate or (LORA_LR if self.lora else FULL_FT_LR),
-                "bf16": _cuda_bf16() if self.bf16 is None else self.bf16}
+        auto = {
+            "learning_rate": self.learning_rate or (LORA_LR if self.lora else FULL_FT_LR),
+            "bf16": _cuda_bf16() if self.bf16 is None else self.bf16,
+        }
         return TrainConfig(**{**self.model_dump(), **auto})
 
     def save(self, path: Path) -> Path:
@@ -139,8 +192,12 @@ class TrainConfig(ConfigModel):
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = "# Resolved training configuration written by `iterkd train` (rerun: iterkd train --config THIS_FILE)\n"
-        return atomic_write_text(path, header + yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None))
+        header = (
+            "# Resolved training configuration written by `iterkd train` (rerun: iterkd train --config THIS_FILE)\n"
+        )
+        return atomic_write_text(
+            path, header + yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        )
 
 
 def _cuda_bf16() -> bool:

@@ -30,7 +30,7 @@ def _messages(value, where: str, key: str, completion: bool) -> list[dict]:
     out = []
     for i, msg in enumerate(value):
         if not isinstance(msg, dict) or not isinstance(msg.get("role"), str) or not isinstance(msg.get("content"), str):
-            raise UserError(f"{where}: '{key}'[{i}] must be a message {{\"role\": str, \"content\": str}}")
+            raise UserError(f'{where}: \'{key}\'[{i}] must be a message {{"role": str, "content": str}}')
         if msg["role"] not in _ROLES:
             raise UserError(f"{where}: '{key}'[{i}] has unknown role {msg['role']!r} (use {', '.join(_ROLES)})")
         if completion and msg["role"] != "assistant":

@@ -32,8 +32,18 @@ def export_gguf(model_dir: str | Path, out_file: str | Path | None = None, outty
     tmp = out.with_name(out.name + ".tmp")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tool / "gguf-py"), str(tool)])}
     proc = subprocess.run(
-        [sys.executable, str(tool / "convert_hf_to_gguf.py"), str(model_dir), "--outfile", str(tmp), "--outtype", outtype],
-        capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            str(tool / "convert_hf_to_gguf.py"),
+            str(model_dir),
+            "--outfile",
+            str(tmp),
+            "--outtype",
+            outtype,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     if proc.returncode != 0 or not tmp.exists():
         tmp.unlink(missing_ok=True)

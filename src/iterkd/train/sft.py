@@ -74,7 +74,9 @@ def load_model_and_tokenizer(cfg: TrainConfig):
         model_kw["quantization_config"] = transformers.GgufConfig(dequantize=True)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(ref.location, **kw)
-        model = transformers.AutoModelForCausalLM.from_pretrained(ref.location, dtype=getattr(torch, cfg.dtype), **model_kw)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            ref.location, dtype=getattr(torch, cfg.dtype), **model_kw
+        )
     except (OSError, ValueError) as e:
         raise UserError(f"transformers could not load {ref.location}: {e}") from e
     if getattr(model, "is_quantized", False):
@@ -153,7 +155,9 @@ def _drop_long(ds, max_length: int, source: str, what: str):
             f"(shortest: {min(lengths)} tokens); raise max_length or shorten the examples"
         )
     if len(keep) < len(lengths):
-        _log(f"dropped {len(lengths) - len(keep)} of {len(lengths)} {what} examples longer than max_length={max_length} tokens")
+        _log(
+            f"dropped {len(lengths) - len(keep)} of {len(lengths)} {what} examples longer than max_length={max_length} tokens"
+        )
         ds = ds.select(keep)
     return ds, len(lengths) - len(keep)
 
@@ -169,7 +173,9 @@ def build_trainer(cfg: TrainConfig, model=None, tokenizer=None):
     if cfg.eval_file:
         eval_rows, eval_fmt = read_rows(cfg.eval_file, "eval_file")
         if eval_fmt != fmt:
-            raise UserError(f"{cfg.eval_file}: its rows are in another format than {cfg.train_file} (one is conversational)")
+            raise UserError(
+                f"{cfg.eval_file}: its rows are in another format than {cfg.train_file} (one is conversational)"
+            )
     _import_stack()
     import torch
 
@@ -220,7 +226,9 @@ def build_trainer(cfg: TrainConfig, model=None, tokenizer=None):
         "examples": len(trainer.train_dataset),
         "dropped_long": dropped,
         "eval_examples": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
-        "trained_tokens_per_epoch": int(sum(sum(1 for t in lab if t != -100) for lab in trainer.train_dataset["labels"])),
+        "trained_tokens_per_epoch": int(
+            sum(sum(1 for t in lab if t != -100) for lab in trainer.train_dataset["labels"])
+        ),
         "tokens_per_epoch": int(sum(len(ids) for ids in trainer.train_dataset["input_ids"])),
     }
     return trainer, cfg, info

@@ -57,7 +57,9 @@ class HFGenerator(BaseGenerator):
             kw["gguf_file"] = ref.gguf_file
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(ref.location, **kw)
-            self.model = transformers.AutoModelForCausalLM.from_pretrained(ref.location, dtype=torch_dtype, **kw, **extra)
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(
+                ref.location, dtype=torch_dtype, **kw, **extra
+            )
         except (OSError, ValueError) as e:
             raise UserError(f"transformers could not load {ref.location}: {e}") from e
         self.model.to(self.device)
