@@ -47,31 +47,37 @@ def _failing_on_seen(sandbox, items, current, limits) -> list[tuple[int, str]]:
     return [(k, execution_feedback(v)) for k, v in zip(checkable, verdicts) if not v.passed]
 
 
-def repair_steps(
-    generator_factory,
-    tasks: list[Task],
-    n_samples: int,
-    solutions: list[str],
-    steps: int,
-    params,
-    limits,
-    out: Path,
-    workers: int | None = None,
-    batch_size: int = 8,
-    progress: bool = True,
-) -> list[Path]:
-    """Run ``steps`` rounds of self-repair on seen tests; return the per-step sample files (step 0 first).
+def _pin_prompt(out: Path) -> None:
+    """repairs.jsonl is resumed: pin the wording of the refinement prompt its records were made with."""
+    from iterkd.codegen.prompts import PROMPT_VERSIONS
+    from iterkd.io import pin_settings
+
+    wanted = {"prompt_version:student-refine": PROMPT_VERSIONS["student-refine"]}
+    pin_settings(out / "repair_config.json", wanted, str(out), "use another --out")
+
+
+def repair_steps(cfg, tasks: list[Task], solutions: list[str], out: Path, progress: bool = True) -> list[Path]:
+    """Run ``cfg.repair_steps`` rounds of self-repair on seen tests with ``cfg``'s model, sampling, sandbox
+    limits and batching (an ``EvalConfig``); return the per-step sample files (step 0 first).
 
     ``solutions`` are in task-major order (task 0's samples, then task 1's, ...)."""
     from iterkd.codegen import refine_messages
+    from iterkd.evaluate.generate import server_kw
+    from iterkd.models import SamplingParams, load_generator
     from iterkd.models.base import LazyGenerator
-    from iterkd.sandbox import Sandbox
+    from iterkd.sandbox import Limits, Sandbox
 
+    _pin_prompt(out)
+    params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed)
+    limits = Limits() if cfg.timeout is None else Limits(timeout_s=cfg.timeout)
+    n_samples, steps, workers, batch_size = cfg.n_samples, cfg.repair_steps, cfg.workers, cfg.batch_size
     items = [(t, i) for t in tasks for i in range(n_samples)]
     current = list(solutions)
     paths = [out / "samples.step0.jsonl"]
     write_samples(paths[0], [_row(t, s) for (t, _), s in zip(items, current)])
-    generator = LazyGenerator(generator_factory)
+    generator = LazyGenerator(
+        lambda: load_generator(cfg.model, backend=cfg.backend, **server_kw(cfg.backend, cfg.batch_size))
+    )
     try:
         with Sandbox(workers=workers, limits=limits) as sandbox:
             for step in range(1, steps + 1):

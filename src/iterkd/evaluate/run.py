@@ -74,34 +74,10 @@ def run_eval(cfg: EvalConfig, out: Path, progress: bool = True) -> dict:
 
 def _repair(cfg: EvalConfig, tasks, by_id, out: Path, score, progress: bool) -> list[dict]:
     """Multi-step repair after generation: per-step pass@k (the last step's samples become samples.jsonl)."""
-    from iterkd.codegen.prompts import PROMPT_VERSIONS
-    from iterkd.evaluate.generate import server_kw
     from iterkd.evaluate.repair import repair_steps
-    from iterkd.io import pin_settings
-    from iterkd.models import SamplingParams, load_generator
-    from iterkd.sandbox import Limits
 
-    # repairs.jsonl is resumed: pin the wording of the refinement prompt it was made with
-    pin_settings(
-        out / "repair_config.json",
-        {"prompt_version:student-refine": PROMPT_VERSIONS["student-refine"]},
-        str(out),
-        "use another --out",
-    )
     first = read_samples(out / "samples.jsonl", by_id)
-    step_files = repair_steps(
-        lambda: load_generator(cfg.model, backend=cfg.backend, **server_kw(cfg.backend, cfg.batch_size)),
-        tasks,
-        cfg.n_samples,
-        [s.solution for s in first],
-        cfg.repair_steps,
-        SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed),
-        Limits() if cfg.timeout is None else Limits(timeout_s=cfg.timeout),
-        out,
-        workers=cfg.workers,
-        batch_size=cfg.batch_size,
-        progress=progress,
-    )
+    step_files = repair_steps(cfg, tasks, [s.solution for s in first], out, progress=progress)
     steps = [
         {"step": k, "pass_at_k": score(f, False)["pass_at_k"], "samples": f.name} for k, f in enumerate(step_files[:-1])
     ]

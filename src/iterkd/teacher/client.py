@@ -4,7 +4,7 @@ One client covers closed APIs, vLLM, SGLang and llama.cpp's server (``openai`` p
 ``OpenAIChatGenerator`` implements the ``Generator`` protocol (``chat``, ``close``, ``stats``), so a method
 uses a teacher exactly like a local model. ``TeacherConfig`` holds the settings; ``load_teacher(config)``
 builds the generator. With ``served_model`` (default when neither ``base_url`` nor ``model`` is given:
-``qwen2.5-coder-1.5b-instruct``) iterkd starts its own ``llama_cpp.server`` (``LlamaServer``) and stops it on
+``qwen2.5-coder-1.5b-instruct``) iterkd starts its own llama.cpp server (``LlamaServer``) and stops it on
 ``close()``.
 
 Behaviour:
@@ -18,8 +18,12 @@ Behaviour:
   sent, and each answer is written to the cache as soon as it arrives. A rerun never pays twice for a call.
 * Retries: HTTP 408 / 409 / 429 / 5xx, timeouts and connection errors are retried ``max_retries`` times with
   exponential backoff and jitter (``backoff_base_s * 2**attempt``, capped at ``backoff_max_s``, the wait drawn
-  uniformly from its upper half; a ``Retry-After`` header is honoured up to the cap). The ``openai`` client's own
-  retries are off. 401 / 403 / 404 / 400 / 422 fail at once with a ``UserError`` naming what to fix.
+  uniformly from its upper half; a ``Retry-After`` header is honoured up to the cap), by ``tenacity``. The
+  ``openai`` client's own retries are off. 401 / 403 / 404 / 400 / 422 fail at once with a ``UserError`` naming
+  what to fix.
+* Timeouts: a request is abandoned (and retried) after ``TeacherConfig.request_timeout_s(max_tokens)``:
+  ``timeout_s`` when set, else the time its ``max_tokens`` take at ``expected_tokens_per_s``, at least
+  ``min_timeout_s`` -- a stalled request is retried after about as long as a slow answer takes, not 10 minutes.
 * Accounting: ``generator.ledger`` (a ``Ledger``) counts paid calls and cache hits, tokens and cost, in total and
   per stage (``generator.stage = "persd-repair"`` or ``chat(..., stage=...)``). Cache hits cost nothing now;
   what they cost when first made is kept apart (``cached_cost_usd``).
