@@ -68,6 +68,18 @@ Teacher repair (PERsD; after the PD code's rectification prompt, one user turn):
 
 With ``teacher_sees_reference`` the teacher first "answered" the task with its reference solution (the PD
 code's v1 prompt: its gold code is injected as the assistant's first turn), then gets the request above.
+
+Teacher faulty solution (IterKD Stage I; ``{kind}`` is one line of ``ERROR_KINDS``: syntax, logic, type, name,
+timeout)::
+
+    You are helping build a dataset of realistic programming mistakes. Write a solution to the task below that
+    looks plausible but contains {kind}.
+    - write it the way a programmer who believes the code is correct would write it;
+    - do not explain, mark or hint at the error anywhere: no comment or text may say what is wrong;
+    - reply with the complete function, with the imports it needs, in a single ```python code block.
+
+    TASK:
+    {student prompt}
 """
 
 from __future__ import annotations
@@ -75,7 +87,7 @@ from __future__ import annotations
 import ast
 
 # one version per prompt family; bump a family's version when its wording changes
-PROMPT_VERSIONS = {"student": "v1", "student-refine": "v1", "teacher-repair": "v1"}
+PROMPT_VERSIONS = {"student": "v1", "student-refine": "v1", "teacher-repair": "v1", "teacher-faulty": "v1"}
 PROMPT_VERSION = PROMPT_VERSIONS["student"]  # what eval results record (generation.settings.prompt_version)
 
 CODE_INSTRUCTION = (
@@ -168,3 +180,27 @@ def repair_messages(task, code: str, feedback: str, reference: str | None = None
 def code_answer(code: str) -> str:
     """A training target in the shape the student answers at evaluation: one python code block."""
     return f"```python\n{code.strip()}\n```"
+
+
+# IterKD Stage I: a plausible solution with one error of a named kind (SODA's five kinds; our wording)
+ERROR_KINDS = {
+    "syntax": "a syntax error, such as a missing colon, an unclosed bracket or a wrong indentation",
+    "logic": "a logic error: the code runs but computes a wrong result for some inputs (an off-by-one, a wrong "
+    "comparison, a wrong operator, a missed case)",
+    "type": "a type error: a value of the wrong type is used, e.g. a string added to a number",
+    "name": "a name error: a variable, function or module is used that is not defined or misspelt",
+    "timeout": "an infinite loop or a computation that does not finish in reasonable time",
+}
+TEACHER_FAULTY = (
+    "You are helping build a dataset of realistic programming mistakes. Write a solution to the task below that "
+    "looks plausible but contains {kind}.\n"
+    "- write it the way a programmer who believes the code is correct would write it;\n"
+    "- do not explain, mark or hint at the error anywhere: no comment or text may say what is wrong;\n"
+    "- reply with the complete function, with the imports it needs, in a single ```python code block.\n\n"
+    "TASK:\n{task}"
+)
+
+
+def faulty_messages(task, kind: str) -> list[dict]:
+    """The teacher is asked for a plausible solution of ``task`` with an error of ``kind`` (ERROR_KINDS)."""
+    return user(TEACHER_FAULTY.format(kind=ERROR_KINDS[kind], task=build_user_prompt(task)))
