@@ -399,3 +399,58 @@ def test_trained_student_exports_to_gguf_and_runs_in_llama_cpp(tmp_path):
     assert "def" in out.text and out.completion_tokens > 0
     with pytest.raises(UserError, match="not a transformers model directory"):
         export_gguf(tmp_path)
+
+
+# ------------------------------------------------------------------------------------ preference (IterKD Stage I)
+
+
+def _pairs_file(path):
+    rows = []
+    for fn, arg, good, bad in [
+        ("add", "a, b", "return a + b", "return a - b"),
+        ("square", "x", "return x * x", "return x + x"),
+    ]:
+        rows.append({
+            "prompt": [{"role": "user", "content": f"Write a Python function {fn}({arg})."}],
+            "chosen": [{"role": "assistant", "content": f"```python\ndef {fn}({arg}):\n    {good}\n```"}],
+            "rejected": [{"role": "assistant", "content": f"```python\ndef {fn}({arg}):\n    {bad}\n```"}],
+            "task_id": fn,  # metadata: ignored by training
+        })  # fmt: skip
+    write_jsonl(path, [json.dumps(r) for r in rows])
+    return path
+
+
+def test_preference_config_and_rows_are_checked_before_training(tmp_path):
+    from iterkd.train.preference import PreferenceConfig, read_pairs
+
+    with pytest.raises(UserError, match="'loss_type' must be a non-empty list of sigmoid"):
+        PreferenceConfig(model="m", train_file="t", output_dir="o", loss_type=["nope"])
+    with pytest.raises(UserError, match="'beta' must be greater than 0"):
+        PreferenceConfig(model="m", train_file="t", output_dir="o", beta=0)
+    bad = tmp_path / "p.jsonl"
+    write_jsonl(bad, [json.dumps({"prompt": [{"role": "user", "content": "x"}], "chosen": []})])
+    with pytest.raises(UserError, match="p.jsonl:1: 'chosen' must be a non-empty list"):
+        read_pairs(str(bad))
+    assert [sorted(r) for r in read_pairs(str(_pairs_file(tmp_path / "ok.jsonl")))] == [
+        ["chosen", "prompt", "rejected"]
+    ] * 2
+
+
+@pytest.mark.slow
+def test_preference_training_ranks_correct_above_faulty_and_resumes(tmp_path):
+    from iterkd.train.preference import PreferenceConfig, train_preference
+
+    common = dict(model=MODEL, train_file=str(_pairs_file(tmp_path / "pairs.jsonl")), output_dir=str(tmp_path / "run"),
+                  per_device_train_batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-4, logging_steps=1,
+                  save_steps=2, max_length=256)  # fmt: skip
+    final = train_preference(PreferenceConfig(max_steps=3, **common))
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    logs = summary["log_history"]
+    assert (final / "config.json").is_file() and summary["pairs"] == 2 and summary["final"] == "final"
+    # step 1 starts at the reference (margin 0); the pairs it trains on end up ranked correct above faulty
+    assert logs[0]["rewards/margins"] == 0.0 and logs[-1]["rewards/margins"] > 0
+    again = train_preference(PreferenceConfig(max_steps=4, **common))
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert (
+        again == final and summary["resumed_from"] == "checkpoint-3" and summary["global_step"] == 4
+    )  # saved at the end

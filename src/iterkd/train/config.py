@@ -185,7 +185,7 @@ class TrainConfig(ConfigModel):
             "learning_rate": self.learning_rate or (LORA_LR if self.lora else FULL_FT_LR),
             "bf16": _cuda_bf16() if self.bf16 is None else self.bf16,
         }
-        return TrainConfig(**{**self.model_dump(), **auto})
+        return type(self)(**{**self.model_dump(), **auto})
 
     def save(self, path: Path) -> Path:
         import yaml

@@ -1,0 +1,103 @@
+"""Contrastive training for IterKD Stage I: rank the correct answer above the faulty one with TRL's
+``DPOTrainer``, keeping an NLL term on the correct answer so that both log-probabilities do not fall together.
+
+``PreferenceConfig`` is ``TrainConfig`` plus TRL's ``DPOConfig`` names: ``beta``, ``loss_type`` (default
+``[sigmoid, sft]``: DPO's loss plus the NLL of the chosen answer, the RPO form), ``loss_weights`` (default
+``[1.0, 1.0]``; the second is the NLL weight, RPO's alpha), ``precompute_ref_log_probs`` (default true: the
+frozen reference model's log-probs are computed once before training instead of at every step, which saves a
+forward pass per step on a CPU). ``loss_type: [sft]`` is the SFT-only ablation on the same rows.
+
+Rows: TRL's conversational preference format, ``{prompt: [messages], chosen: [assistant], rejected:
+[assistant]}`` (``iterkd.methods.pairs`` writes them); other keys are metadata and ignored. Checkpoints,
+resume, LoRA (the reference is the adapter-free model) and the saved ``final/`` work as in ``iterkd train``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Optional
+
+from pydantic import Field, field_validator
+
+from iterkd.errors import UserError
+from iterkd.io import atomic_write_json, read_jsonl
+from iterkd.train.config import CONFIG_FILENAME, TRL_FIELDS, TrainConfig
+
+PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
+LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "sft")
+
+
+class PreferenceConfig(TrainConfig):
+    where: ClassVar[str] = "preference training config"
+
+    beta: float = Field(0.1, gt=0, description="DPO's beta: how far the policy may move from the reference")
+    loss_type: list[str] = Field(default_factory=lambda: ["sigmoid", "sft"], description="TRL loss types, summed")
+    loss_weights: Optional[list[float]] = Field(default_factory=lambda: [1.0, 1.0], description="one per loss type")
+    precompute_ref_log_probs: bool = Field(True, description="reference log-probs computed once, before training")
+
+    @field_validator("loss_type")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if v not in LOSS_TYPES]
+        if not value or bad:
+            raise ValueError(f"must be a non-empty list of {', '.join(LOSS_TYPES)}, got {value}")
+        return value
+
+
+def read_pairs(path: str) -> list[dict]:
+    """The preference rows of ``path`` (metadata dropped); UserError naming the file and line of a bad row."""
+    rows = []
+    for lineno, row in read_jsonl(Path(path)):
+        for key in PREFERENCE_KEYS:
+            if not isinstance(row.get(key), list) or not row[key]:
+                raise UserError(f"{path}:{lineno}: {key!r} must be a non-empty list of chat messages")
+        rows.append({k: row[k] for k in PREFERENCE_KEYS})
+    if not rows:
+        raise UserError(f"{path}: contains no preference rows")
+    return rows
+
+
+def dpo_config(cfg: PreferenceConfig):
+    from trl import DPOConfig
+
+    kwargs = {name: getattr(cfg, name) for name in TRL_FIELDS if name != "completion_only_loss"}
+    kwargs.update(output_dir=str(cfg.output_path), max_length=cfg.max_length, bf16=bool(cfg.bf16), beta=cfg.beta,
+                  loss_type=cfg.loss_type, loss_weights=cfg.loss_weights,
+                  precompute_ref_log_probs=cfg.precompute_ref_log_probs, **cfg.sft_args)  # fmt: skip
+    try:
+        return DPOConfig(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"invalid preference training settings: {e}") from e
+
+
+def train_preference(config: PreferenceConfig, model=None, tokenizer=None):
+    """Train on the preference rows of ``config.train_file``; return ``output_dir/final`` (resumes from the newest
+    checkpoint like ``iterkd train``). Writes ``train_config.yaml`` and ``train_summary.json``."""
+    from iterkd.train.sft import _import_stack, _peft_config, _save_final, last_checkpoint, load_model_and_tokenizer
+
+    rows = read_pairs(config.train_file)  # data mistakes surface before the heavy imports
+    _import_stack()
+    import datasets
+    from trl import DPOTrainer
+
+    cfg = config.resolved()
+    if model is None:
+        model, tokenizer, _ = load_model_and_tokenizer(cfg)
+    trainer = DPOTrainer(model=model, args=dpo_config(cfg), train_dataset=datasets.Dataset.from_list(rows),
+                         processing_class=tokenizer, peft_config=_peft_config(cfg) if cfg.lora else None)  # fmt: skip
+    out = cfg.output_path
+    cfg.save(out / CONFIG_FILENAME)
+    resume = last_checkpoint(out)
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    final = _save_final(trainer, trainer.processing_class, cfg)
+    history = trainer.state.log_history
+    summary = {
+        "pairs": len(rows),
+        "global_step": trainer.state.global_step,
+        "resumed_from": resume.name if resume else None,
+        "train_loss": result.training_loss,
+        "log_history": [h for h in history if "loss" in h],
+        "final": final.name,
+    }
+    atomic_write_json(out / "train_summary.json", summary)
+    return final
