@@ -87,7 +87,13 @@ from __future__ import annotations
 import ast
 
 # one version per prompt family; bump a family's version when its wording changes
-PROMPT_VERSIONS = {"student": "v1", "student-refine": "v1", "teacher-repair": "v1", "teacher-faulty": "v1"}
+PROMPT_VERSIONS = {
+    "student": "v1",
+    "student-refine": "v1",
+    "teacher-repair": "v1",
+    "teacher-faulty": "v1",
+    "judge": "v1",
+}
 PROMPT_VERSION = PROMPT_VERSIONS["student"]  # what eval results record (generation.settings.prompt_version)
 
 CODE_INSTRUCTION = (
@@ -204,3 +210,43 @@ TEACHER_FAULTY = (
 def faulty_messages(task, kind: str) -> list[dict]:
     """The teacher is asked for a plausible solution of ``task`` with an error of ``kind`` (ERROR_KINDS)."""
     return user(TEACHER_FAULTY.format(kind=ERROR_KINDS[kind], task=build_user_prompt(task)))
+
+
+# IterKD Stage II: the rubric judge (6 points, SODA's rubric; our wording). "plain" scores directly; "trace"
+# first runs the task's example test by hand, so that a wrong answer has a chance to show before scoring.
+JUDGE_RUBRIC = (
+    "Score the code on this rubric (half points allowed):\n"
+    "- basic functionality (0-2): does it solve the task correctly?\n"
+    "- boundary checks (0-1): does it handle edge cases (empty input, zero, negative numbers)?\n"
+    "- requirement coverage (0-1): does it meet every requirement of the task (name, arguments, return value)?\n"
+    "- readability and documentation (0-1)\n"
+    "- coding practices (0-1)"
+)
+JUDGE_STEPS = {
+    "plain": "Reply with 'Code Analysis:' and a short analysis, then one line per rubric item as 'item: score', "
+    "then 'Total: X' (out of 6).",
+    "trace": "First write 'Trace:' and run the example test from the task by hand, step by step, and say what the "
+    "code returns and whether that equals the expected value. Then write 'Code Analysis:' and a short analysis, "
+    "then one line per rubric item as 'item: score', then 'Total: X' (out of 6). Code that fails the example "
+    "test cannot score more than 1 for basic functionality.",
+}
+JUDGE = "You are reviewing a student's Python code.\n\nTASK:\n{task}\n\nCODE:\n```python\n{code}\n```\n\n{rubric}\n\n{steps}"
+JUDGE_FORMAT_REMINDER = (
+    "Give your scores again in exactly this form, nothing else: one line 'Total: X' with X from 0 to 6."
+)
+
+
+def task_statement(task) -> str:
+    """The task as a reviewer reads it: its prompt (code in a block) and its seen tests, without the answer
+    format instruction the student gets."""
+    if prompt_is_code(task):
+        return f"```python\n{task.prompt.rstrip()}\n```"
+    seen = [t.strip() for t in (getattr(task, "seen_tests", None) or []) if t and t.strip()]
+    tests = "\nExample test:\n" + "\n".join(seen) if seen else ""
+    return f"{task.prompt.strip()}\nFunction name: {task.entry_point}{tests}"
+
+
+def judge_messages(task, code: str, variant: str = "trace") -> list[dict]:
+    """The judge is asked to score ``code`` for ``task`` on the 6-point rubric (variant: JUDGE_STEPS key)."""
+    steps = JUDGE_STEPS[variant]
+    return user(JUDGE.format(task=task_statement(task), code=code.strip(), rubric=JUDGE_RUBRIC, steps=steps))

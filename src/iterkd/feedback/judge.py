@@ -1,0 +1,91 @@
+"""Model view (IterKD Stage II): a rubric judge scores each answer out of 6, through any OpenAI-compatible
+endpoint (default: the teacher), cached and counted like every teacher call; and how far its scores agree
+with execution.
+
+    judge_answers(...)   one stage (``iterkd.stages``) of judge calls -> records with the parsed score; an
+                         answer whose judgement does not parse is asked once more (the judgement plus a format
+                         reminder); still unparseable: score None, counted
+    parse_total(text)    the total out of 6 ("Total: 4.5", "Total score: 5/6", or the sum of the item lines)
+    roc_auc(scores, ok)  how well the scores separate passing from failing answers (0.5 = chance; ties count
+                         half), the measure the judge's prompt is chosen by
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from iterkd.codegen.prompts import JUDGE_FORMAT_REMINDER, judge_messages
+from iterkd.stages import Request, run_stage
+
+_TOTAL = re.compile(r"total(?:\s+score)?\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)(?:\s*/\s*6)?", re.IGNORECASE)
+_ITEM = re.compile(
+    r"^\W*(basic functionality|boundary checks|requirement coverage|readability and documentation|coding practices)"
+    r"\W*[:=-]\s*\**\s*(\d+(?:\.\d+)?)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_ITEM_MAX = {"basic functionality": 2.0, "boundary checks": 1.0, "requirement coverage": 1.0,
+             "readability and documentation": 1.0, "coding practices": 1.0}  # fmt: skip
+
+
+def parse_total(text: str) -> float | None:
+    """The judgement's total out of 6: its last "Total: X" line, else the sum of its five item lines; None when
+    neither is there or the number is outside 0..6."""
+    totals = _TOTAL.findall(text)
+    if totals:
+        value = float(totals[-1])
+        return value if 0 <= value <= 6 else None
+    items = {name.lower(): float(v) for name, v in _ITEM.findall(text)}
+    if len(items) == len(_ITEM_MAX) and all(items[k] <= _ITEM_MAX[k] for k in items):
+        return sum(items.values())
+    return None
+
+
+def roc_auc(scores: list[float], passed: list[bool]) -> float | None:
+    """P(score of a passing answer > score of a failing one), ties half (Mann-Whitney); None without both."""
+    pos = [s for s, ok in zip(scores, passed) if ok]
+    neg = [s for s, ok in zip(scores, passed) if not ok]
+    if not pos or not neg:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def _records(batch: list[Request], completions: list, seconds: float) -> list[dict]:
+    return [
+        {"key": r.key, "task_id": r.task.task_id, **r.meta, "judgement": c.text, "score": parse_total(c.text),
+         "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens}
+        for r, c in zip(batch, completions)
+    ]  # fmt: skip
+
+
+def judge_answers(
+    answers: list[tuple[str, object, str]],
+    judge,
+    params,
+    path: Path,
+    variant: str = "trace",
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Score ``answers`` ((key, task, code) triples) with ``judge``; records by key in ``path`` (resumable;
+    the format retries in ``path``'s ``.retry.jsonl`` sibling). A record's ``score`` is None when neither the
+    judgement nor its retry parsed; ``retried`` says whether a retry was asked."""
+    first = [Request(k, task, judge_messages(task, code, variant), {"variant": variant}) for k, task, code in answers]
+    done = run_stage("judge", judge, first, params, path, _records, batch_size=batch_size, progress=progress)
+    again = [
+        Request(r.key, r.task, [*r.messages, {"role": "assistant", "content": done[r.key]["judgement"]},
+                                {"role": "user", "content": JUDGE_FORMAT_REMINDER}], {"variant": variant})
+        for r in first
+        if done[r.key]["score"] is None
+    ]  # fmt: skip
+    retry_path = path.with_name(path.stem + ".retry.jsonl")
+    retried = run_stage("judge (format retry)", judge, again, params, retry_path, _records, batch_size=batch_size,
+                        progress=progress)  # fmt: skip
+    out = {}
+    for k, rec in done.items():
+        out[k] = {**rec, "retried": k in retried}
+        if k in retried:
+            r = retried[k]
+            out[k].update(score=r["score"], retry_tokens=r["prompt_tokens"] + r["completion_tokens"])
+    return out
