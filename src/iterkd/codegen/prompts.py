@@ -250,3 +250,32 @@ def judge_messages(task, code: str, variant: str = "trace") -> list[dict]:
     """The judge is asked to score ``code`` for ``task`` on the 6-point rubric (variant: JUDGE_STEPS key)."""
     steps = JUDGE_STEPS[variant]
     return user(JUDGE.format(task=task_statement(task), code=code.strip(), rubric=JUDGE_RUBRIC, steps=steps))
+
+
+# IterKD Stage III: a new exercise from a seed question, by the seed's difficulty bucket (SODA's directions; our
+# wording) in the project's task format, which the answer parser (iterkd.methods.questions) reads back.
+QUESTION_DIRECTIONS = {
+    "easy": "The student solves exercises like this one already. Write a new exercise in the same domain that is "
+    "rarer and different: another idea, not a variation of this one.",
+    "medium": "Write a new exercise of the same domain and the same task type as this one, with a different "
+    "function and different details.",
+    "hard": "The student fails exercises like this one. Write a new exercise of the same domain and the same task "
+    "type that practises the same skill, with a different function and different details.",
+}
+TEACHER_QUESTION = (
+    "You write Python programming exercises with tests.\n\nEXAMPLE EXERCISE:\n{seed}\n\n{direction}\n\n"
+    "Answer in exactly this format:\n"
+    "QUESTION: <the exercise in one or two sentences>\n"
+    "FUNCTION: <the function name>\n"
+    "SOLUTION:\n```python\n<a correct reference solution>\n```\n"
+    "TESTS:\n```python\n<at least 3 lines, each one assert that calls the function>\n```"
+)
+QUESTION_RETRY = "This exercise was rejected: {reason}\nWrite it again, correct, in exactly the same format."
+
+
+def question_messages(seed_task, bucket: str, j: int = 0, k: int = 1) -> list[dict]:
+    """The teacher is asked for new exercise ``j`` (of ``k`` from this seed) from ``seed_task`` for ``bucket``."""
+    direction = QUESTION_DIRECTIONS[bucket]
+    if k > 1:  # distinct conversations: distinct samples (and cache keys) for each of the k exercises
+        direction += f" This is exercise {j + 1} of {k} written from this example: make it differ from the others."
+    return user(TEACHER_QUESTION.format(seed=task_statement(seed_task), direction=direction))

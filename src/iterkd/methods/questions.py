@@ -1,0 +1,216 @@
+"""IterKD Stage III, Feedback-based Knowledge Update: new questions from seeds of each difficulty bucket,
+proven by execution, de-duplicated and decontaminated before they enter the next round's pool.
+
+    questions.jsonl        the teacher's answers (resumable stage records), one per (seed, bucket, j)
+    questions.retry.jsonl  one rewrite of each rejected question, asked with the reason it was rejected
+    new_tasks.jsonl        the accepted questions in the task-file format (``iterkd eval --benchmark FILE``)
+
+A question is accepted when: its answer parses (QUESTION / FUNCTION / SOLUTION / TESTS, >= ``min_tests``
+asserts that call the function); the reference solution passes every test; the tests are not trivial (they fail
+on a body that does nothing and on ``return None``, and on the seed's own solution when it has the same
+function name); it is not a near-duplicate of the pool or of an earlier new question (MinHash over word
+5-grams of the question text, Jaccard >= ``dedup_threshold``); and it does not overlap HumanEval or the MBPP test
+split (the n-gram check of ``decontam`` plus a case-insensitive substring check of prompts and solutions).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iterkd.codegen.prompts import QUESTION_RETRY, question_messages
+from iterkd.feedback import job_for
+from iterkd.io import atomic_write_lines
+from iterkd.methods.decontam import is_contaminated
+from iterkd.stages import Request, run_stage
+from iterkd.tasks import Task
+
+_FIELD = re.compile(r"QUESTION:\s*(?P<q>.+?)\s*FUNCTION:\s*`?(?P<f>[A-Za-z_]\w*)`?", re.DOTALL)
+_BLOCK = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
+
+
+@dataclass
+class QuestionStats:
+    asked: int = 0
+    parsed: int = 0
+    rewritten: int = 0
+    failed_reference: int = 0
+    trivial_tests: int = 0
+    duplicates: int = 0
+    contaminated: int = 0
+    accepted: int = 0
+    by_bucket: dict = field(default_factory=dict)  # bucket -> {asked, accepted}
+
+
+def parse_question(text: str, task_id: str, min_tests: int = 3) -> Task | str:
+    """A Task from the teacher's answer, or the reason it cannot be one."""
+    m = _FIELD.search(text)
+    blocks = _BLOCK.findall(text)
+    if m is None or len(blocks) < 2:
+        return "the answer is not in the QUESTION / FUNCTION / SOLUTION / TESTS format"
+    name = m.group("f")
+    tests = [line.strip() for line in blocks[-1].splitlines() if line.strip().startswith("assert")]
+    tests = [t for t in tests if re.search(rf"\b{re.escape(name)}\s*\(", t)]
+    if len(tests) < min_tests:
+        return f"it needs at least {min_tests} assert lines that call {name}, found {len(tests)}"
+    question = " ".join(m.group("q").split())
+    return Task(task_id=task_id, prompt=question, entry_point=name, tests=tests, seen_tests=tests[:1],
+                canonical_solution=blocks[0].strip() + "\n", benchmark="custom")  # fmt: skip
+
+
+def _stubs(task: Task, seed: Task | None) -> list[str]:
+    """Programs the tests must reject: a body that does nothing, ``return None``, the seed's own solution."""
+    out = [f"def {task.entry_point}(*args, **kwargs):\n    pass\n",
+           f"def {task.entry_point}(*args, **kwargs):\n    return None\n"]  # fmt: skip
+    if seed is not None and seed.canonical_solution and seed.entry_point == task.entry_point:
+        out.append(seed.canonical_solution)
+    return out
+
+
+def validate(task: Task, seed: Task | None, sandbox, limits) -> str | None:
+    """None when the reference passes and no stub does; else the reason (for the rewrite request)."""
+    stubs = _stubs(task, seed)
+    verdicts = sandbox.map([job_for(task, code, limits) for code in [task.canonical_solution, *stubs]])
+    if not verdicts[0].passed:
+        return "the reference solution fails its own tests: " + (verdicts[0].feedback or verdicts[0].reason)[:300]
+    if any(v.passed for v in verdicts[1:]):
+        return "the tests are trivial: a function that does nothing (or the example's solution) passes them"
+    return None
+
+
+class NearDuplicates:
+    """MinHash LSH over word 5-grams of question texts (datasketch)."""
+
+    def __init__(self, threshold: float, texts: list[str] = ()) -> None:
+        from datasketch import MinHashLSH
+
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=128)
+        self.n = 0
+        for text in texts:
+            self.add(text)
+
+    @staticmethod
+    def _minhash(text: str):
+        from datasketch import MinHash
+
+        words = re.findall(r"\w+", text.lower())
+        grams = {" ".join(words[i : i + 5]) for i in range(max(1, len(words) - 4))}
+        m = MinHash(num_perm=128, seed=1)
+        for g in grams:
+            m.update(g.encode())
+        return m
+
+    def seen(self, text: str) -> bool:
+        return bool(self.lsh.query(self._minhash(text)))
+
+    def add(self, text: str) -> None:
+        self.lsh.insert(f"q{self.n}", self._minhash(text))
+        self.n += 1
+
+
+def _substring_hit(task: Task, benchmark_texts: list[str]) -> bool:
+    mine = [task.prompt.lower(), (task.canonical_solution or "").lower()]
+    return any(b in m or m in b for b in benchmark_texts for m in mine if len(m) > 40 and len(b) > 40)
+
+
+def _benchmark_texts() -> list[str]:
+    from iterkd.tasks import load_humaneval, load_mbpp
+
+    return [x.lower() for t in load_humaneval() + load_mbpp("test") for x in (t.prompt, t.canonical_solution or "")]
+
+
+def _text_records(batch: list[Request], completions: list, seconds: float) -> list[dict]:
+    return [
+        {"key": r.key, **r.meta, "text": c.text, "prompt_tokens": c.prompt_tokens,
+         "completion_tokens": c.completion_tokens}
+        for r, c in zip(batch, completions)
+    ]  # fmt: skip
+
+
+def _requests(seeds: dict[str, list[Task]], per_seed: dict[str, int]) -> list[Request]:
+    out = []
+    for bucket, tasks in seeds.items():
+        k = per_seed.get(bucket, 1)
+        for seed in tasks:
+            for j in range(k):
+                meta = {"seed_id": seed.task_id, "bucket": bucket, "j": j}
+                out.append(Request(f"{seed.task_id}|{bucket}|{j}", seed, question_messages(seed, bucket, j, k), meta))
+    return out
+
+
+def _check(text: str, req: Request, round_: int, sandbox, limits, min_tests: int) -> Task | str:
+    task_id = f"r{round_}/{req.meta['bucket']}/{req.meta['seed_id']}/{req.meta['j']}"
+    task = parse_question(text, task_id, min_tests)
+    if isinstance(task, str):
+        return task
+    return validate(task, req.task, sandbox, limits) or task
+
+
+@dataclass
+class QuestionWriter:
+    """Stage III for one round: ask, validate (one rewrite), de-duplicate, decontaminate, write."""
+
+    teacher: object
+    params: object
+    sandbox: object
+    limits: object
+    data_dir: Path
+    round_: int = 1
+    min_tests: int = 3
+    dedup_threshold: float = 0.7
+    batch_size: int = 8
+    progress: bool = True
+
+    def _stage(self, name: str, requests: list[Request], file: str) -> dict:
+        return run_stage(name, self.teacher, requests, self.params, self.data_dir / file, _text_records,
+                         batch_size=self.batch_size, progress=self.progress)  # fmt: skip
+
+    def _validated(self, requests: list[Request], stats: QuestionStats) -> list[tuple[Request, Task]]:
+        first = self._stage("new questions", requests, "questions.jsonl")
+        checked = {r.key: _check(first[r.key]["text"], r, self.round_, self.sandbox, self.limits, self.min_tests)
+                   for r in requests}  # fmt: skip
+        stats.parsed = sum(
+            not isinstance(c, str) or not c.startswith(("the answer is not", "it needs")) for c in checked.values()
+        )
+        again = [
+            Request(r.key, r.task, [*r.messages, {"role": "assistant", "content": first[r.key]["text"]},
+                                    {"role": "user", "content": QUESTION_RETRY.format(reason=checked[r.key])}], r.meta)
+            for r in requests if isinstance(checked[r.key], str)
+        ]  # fmt: skip
+        retried = self._stage("new questions (rewrite)", again, "questions.retry.jsonl")
+        for r in again:
+            checked[r.key] = _check(retried[r.key]["text"], r, self.round_, self.sandbox, self.limits, self.min_tests)
+            stats.rewritten += not isinstance(checked[r.key], str)
+        for reason in checked.values():
+            if isinstance(reason, str):
+                stats.failed_reference += reason.startswith("the reference")
+                stats.trivial_tests += reason.startswith("the tests are trivial")
+        return [(r, checked[r.key]) for r in requests if not isinstance(checked[r.key], str)]
+
+    def __call__(self, seeds: dict[str, list[Task]], per_seed: dict[str, int], pool_texts: list[str] = ()):
+        """New questions from ``seeds`` (bucket -> seed tasks); returns (accepted tasks, QuestionStats) and
+        writes DATA_DIR/new_tasks.jsonl."""
+        requests = _requests(seeds, per_seed)
+        stats = QuestionStats(asked=len(requests))
+        for r in requests:
+            stats.by_bucket.setdefault(r.meta["bucket"], {"asked": 0, "accepted": 0})["asked"] += 1
+        dedup, bench = NearDuplicates(self.dedup_threshold, list(pool_texts)), _benchmark_texts()
+        accepted = []
+        for req, task in self._validated(requests, stats):
+            if dedup.seen(task.prompt):
+                stats.duplicates += 1
+            elif is_contaminated(task.prompt, task.canonical_solution or "") or _substring_hit(task, bench):
+                stats.contaminated += 1
+            else:
+                dedup.add(task.prompt)
+                accepted.append(task)
+                stats.by_bucket[req.meta["bucket"]]["accepted"] += 1
+        stats.accepted = len(accepted)
+        atomic_write_lines(self.data_dir / "new_tasks.jsonl", [_task_row(t) for t in accepted])
+        return accepted, stats
+
+
+def _task_row(task: Task) -> dict:
+    return {"task_id": task.task_id, "prompt": task.prompt, "entry_point": task.entry_point, "tests": task.tests,
+            "seen_tests": task.seen_tests, "canonical_solution": task.canonical_solution}  # fmt: skip

@@ -1,0 +1,95 @@
+"""IterKD Stage III (iterkd.methods.questions): reading the teacher's exercises, validating them in the real
+sandbox, near-duplicates, and the whole stage with a real llama.cpp-served teacher, resumed without a call."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from iterkd.methods.questions import NearDuplicates, QuestionWriter, parse_question, validate
+from iterkd.sandbox import Limits, Sandbox
+from iterkd.tasks import Task, load_task_file
+
+EASY = Path(__file__).parent / "data" / "easy_tasks.jsonl"
+GOOD = """QUESTION: Write a function that returns the largest of three numbers.
+FUNCTION: max_of_three
+SOLUTION:
+```python
+def max_of_three(a, b, c):
+    return max(a, b, c)
+```
+TESTS:
+```python
+assert max_of_three(1, 2, 3) == 3
+assert max_of_three(5, -1, 0) == 5
+assert max_of_three(-4, -2, -9) == -2
+print("done")
+```"""
+
+
+def test_parse_question_reads_the_format_and_says_what_is_missing():
+    task = parse_question(GOOD, "r1/x")
+    assert isinstance(task, Task) and task.entry_point == "max_of_three" and len(task.tests) == 3
+    assert task.seen_tests == task.tests[:1] and task.canonical_solution.startswith("def max_of_three")
+    assert task.prompt == "Write a function that returns the largest of three numbers."
+    assert "format" in parse_question("Here is an idea: compute things.", "r1/x")
+    two = GOOD.replace("assert max_of_three(-4, -2, -9) == -2\n", "")
+    assert parse_question(two, "r1/x") == "it needs at least 3 assert lines that call max_of_three, found 2"
+
+
+def test_validate_needs_a_passing_reference_and_tests_that_reject_stubs():
+    with Sandbox(workers=1) as box:
+        assert validate(parse_question(GOOD, "a"), None, box, Limits()) is None
+        wrong = parse_question(GOOD.replace("return max(a, b, c)", "return min(a, b, c)"), "b")
+        assert validate(wrong, None, box, Limits()).startswith("the reference solution fails its own tests")
+        trivial = GOOD.replace("== 3\n", " is None or True\n").replace("== 5\n", " is None or True\n")
+        trivial = parse_question(trivial.replace("== -2\n", " is None or True\n"), "c")
+        assert validate(trivial, None, box, Limits()).startswith("the tests are trivial")
+        seed = Task("s", "largest of three", "max_of_three", ["assert max_of_three(1, 2, 3) == 3"],
+                    canonical_solution="def max_of_three(a, b, c):\n    return max(a, b, c)\n")  # fmt: skip
+        assert validate(parse_question(GOOD, "d"), seed, box, Limits()).startswith("the tests are trivial")
+
+
+def test_near_duplicates_are_found_and_different_questions_pass():
+    dedup = NearDuplicates(0.7, ["Write a function that returns the largest of three numbers given as arguments."])
+    assert dedup.seen("Write a function that returns the largest of three numbers given as arguments!")
+    assert not dedup.seen("Write a function that counts the vowels in a string, ignoring the letter y.")
+
+
+@pytest.mark.slow
+def test_question_writer_with_a_real_teacher_then_resume(tmp_path):
+    from iterkd.models import SamplingParams
+    from iterkd.teacher import load_teacher
+
+    seeds = load_task_file(EASY)
+    buckets = {"easy": seeds[:1], "hard": seeds[1:3]}
+    params = SamplingParams(temperature=0.7, max_tokens=200, seed=0)
+    cache = str(tmp_path / "c.sqlite")
+    teacher = load_teacher(served_model="smollm2-135m-instruct", server_threads=1, cache_path=cache, concurrency=2)
+    try:
+        with Sandbox(workers=2) as box:
+            write = QuestionWriter(teacher, params, box, Limits(), tmp_path, round_=1, progress=False)
+            accepted, stats = write(buckets, {"easy": 1, "hard": 2}, pool_texts=[t.prompt for t in seeds])
+        sent = teacher.requests_sent
+    finally:
+        teacher.close()
+    first = [json.loads(line) for line in (tmp_path / "questions.jsonl").read_text().splitlines()]
+    retries = (tmp_path / "questions.retry.jsonl").read_text().splitlines()
+    assert stats.asked == len(first) == 5 and sent == 5 + len(retries)
+    assert len({r["text"] for r in first if r["bucket"] == "hard" and r["seed_id"] == seeds[1].task_id}) >= 1
+    assert stats.accepted == len(accepted) == sum(b["accepted"] for b in stats.by_bucket.values())
+    assert stats.accepted + stats.duplicates + stats.contaminated <= stats.asked
+    rows = (tmp_path / "new_tasks.jsonl").read_text().splitlines()
+    assert len(rows) == stats.accepted
+    if rows:  # every accepted question loads as a task file and its reference passes in the sandbox
+        tasks = load_task_file(tmp_path / "new_tasks.jsonl")
+        with Sandbox(workers=1) as box:
+            assert all(validate(t, None, box, Limits()) is None for t in tasks)
+    teacher = load_teacher(served_model="smollm2-135m-instruct", server_threads=1, cache_path=cache)
+    try:
+        with Sandbox(workers=1) as box:
+            write = QuestionWriter(teacher, params, box, Limits(), tmp_path, round_=1, progress=False)
+            again, stats2 = write(buckets, {"easy": 1, "hard": 2}, pool_texts=[t.prompt for t in seeds])
+        assert teacher.requests_sent == 0 and stats2 == stats
+    finally:
+        teacher.close()
