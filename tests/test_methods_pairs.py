@@ -109,3 +109,19 @@ def test_collect_pairs_with_a_real_teacher_then_resume(tmp_path):
     finally:
         teacher.close()
     assert again == pairs and stats2 == stats
+
+
+def test_student_negatives_pair_a_failed_attempt_with_the_verified_answer():
+    from iterkd.methods.pairs import student_pairs
+
+    tasks = {t.task_id: t for t in load_task_file(EASY)}
+    with Sandbox(workers=1) as box:
+        correct = _records("c", tasks, [("easy/add", "easy/add", "def add(a, b):\n    return a + b\n")], box)
+        attempts = _records("s", tasks, [("easy/add", "easy/add", "def add(a, b):\n    return a + b + 1\n"),
+                                         ("easy/square", "easy/square", "def square(x):\n    return x ** 2\n")], box)  # fmt: skip
+    pairs = student_pairs(list(tasks.values()), correct, attempts)
+    assert [(p["task_id"], p["source"]) for p in pairs] == [("easy/add", "student")]  # square passed: no negative
+    assert (
+        pairs[0]["rejected"][0]["content"].endswith("return a + b + 1\n```")
+        and pairs[0]["actual"]["status"] == "failed"
+    )

@@ -93,3 +93,16 @@ def test_question_writer_with_a_real_teacher_then_resume(tmp_path):
         assert teacher.requests_sent == 0 and stats2 == stats
     finally:
         teacher.close()
+
+
+def test_buckets_put_execution_first():
+    from iterkd.methods.questions import bucket
+
+    assert bucket(True, 6, True) == "easy" and bucket(True, None, True) == "easy"
+    assert bucket(True, 4, True) == "medium" and bucket(True, 6, False) == "medium"  # lint findings: not easy
+    assert (
+        bucket(False, 6, True) == "medium"
+        and bucket(False, 2.5, True) == "hard"
+        and bucket(False, None, True) == "hard"
+    )
+    assert bucket(True, 4, True, easy_min=4) == "easy" and bucket(False, 3.5, True, hard_max=4) == "hard"

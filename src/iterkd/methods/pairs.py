@@ -181,3 +181,26 @@ def collect_pairs(
     stats.teacher_prompt_tokens = sum(r["prompt_tokens"] for r in every)
     stats.teacher_completion_tokens = sum(r["completion_tokens"] for r in every)
     return build_pairs(tasks, correct, faulty, n_faulty, reveal, stats), stats
+
+
+def student_pairs(tasks: list[Task], correct: dict, attempts: dict) -> list[dict]:
+    """On-policy negatives: the student's own failed answers (Stage II records by task id) paired with the
+    teacher's verified correct answer to the same question (``negatives: student``)."""
+    pairs = []
+    for task in tasks:
+        good, bad = correct.get(task.task_id), attempts.get(task.task_id)
+        if good is None or not good["passed"] or bad is None or bad["passed"]:
+            continue
+        pairs.append(
+            {
+                "prompt": direct_messages(task),
+                "chosen": [{"role": "assistant", "content": code_answer(good["code"])}],
+                "rejected": [{"role": "assistant", "content": code_answer(bad["code"])}],
+                "task_id": task.task_id,
+                "source": "student",
+                "claimed_kind": None,
+                "actual": _verdict(bad),
+                "stripped": False,
+            }
+        )
+    return pairs

@@ -43,6 +43,18 @@ class QuestionStats:
     by_bucket: dict = field(default_factory=dict)  # bucket -> {asked, accepted}
 
 
+BUCKETS = ("easy", "medium", "hard")
+
+
+def bucket(passed: bool, score: float | None, static_clean: bool, easy_min: float = 5.0, hard_max: float = 3.0) -> str:
+    """A question's difficulty for the student from the three views of its answer (our rule; thresholds in the
+    config): easy = passes, lint-clean and judged >= ``easy_min``; hard = fails and judged < ``hard_max`` (or
+    fails with no usable judgement); medium otherwise. Execution decides first: a failing answer is never easy."""
+    if passed:
+        return "easy" if static_clean and (score is None or score >= easy_min) else "medium"
+    return "hard" if score is None or score < hard_max else "medium"
+
+
 def parse_question(text: str, task_id: str, min_tests: int = 3) -> Task | str:
     """A Task from the teacher's answer, or the reason it cannot be one."""
     m = _FIELD.search(text)
