@@ -35,6 +35,23 @@ def _answers(per_class: int):
     return [(r["task_id"], tasks[r["task_id"]], r["solution"]) for r in chosen], passed
 
 
+def _bootstrap_ci(scores: list, ok: list, n: int = 2000) -> list:
+    """95% interval of the AUC over answers resampled with replacement (percentiles; fixed seed)."""
+    import random
+
+    from iterkd.feedback.judge import roc_auc
+
+    rng = random.Random(0)
+    values = []
+    for _ in range(n):
+        idx = [rng.randrange(len(scores)) for _ in scores]
+        v = roc_auc([scores[i] for i in idx], [ok[i] for i in idx])
+        if v is not None:
+            values.append(v)
+    values.sort()
+    return [round(values[int(0.025 * len(values))], 3), round(values[int(0.975 * len(values)) - 1], 3)]
+
+
 def score(variant: str, passed: dict) -> dict:
     from iterkd.feedback.judge import roc_auc
 
@@ -57,6 +74,7 @@ def score(variant: str, passed: dict) -> dict:
         "retried": len(retry),
         "parsed": len(parsed),
         "roc_auc": roc_auc(list(parsed.values()), [passed[k] for k in parsed]),
+        "roc_auc_95ci": _bootstrap_ci(list(parsed.values()), [passed[k] for k in parsed]),
         "failing_scored_5_or_more": f"{sum(s >= 5 for s in fails)} of {len(fails)}",
         "mean_score_passing": round(
             sum(s for k, s in parsed.items() if passed[k]) / max(1, len(parsed) - len(fails)), 2
@@ -92,13 +110,13 @@ def main() -> int:
                               HERE / f"{variant}.jsonl", variant=variant)  # fmt: skip
             finally:
                 judge.close()
-        out["variants"][variant] = {
-            **score(variant, passed),
-            "seconds_this_call": round(time.perf_counter() - began, 1),
-        }
+        seconds = {"judge_seconds": round(time.perf_counter() - began, 1)}
+        if args.score_only and (HERE / "results.json").exists():  # keep the timing of the run that judged
+            kept = json.loads((HERE / "results.json").read_text())["variants"].get(variant, {})
+            seconds = {k: v for k, v in kept.items() if k in ("judge_seconds", "seconds_this_call")}
+        out["variants"][variant] = {**score(variant, passed), **seconds}
         print(variant, json.dumps(out["variants"][variant]), flush=True)
-    if not args.score_only:
-        (HERE / "results.json").write_text(json.dumps(out, indent=1) + "\n")
+    (HERE / "results.json").write_text(json.dumps(out, indent=1) + "\n")
     return 0
 
 
