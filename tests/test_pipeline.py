@@ -154,3 +154,51 @@ def test_every_committed_config_still_loads():
     assert len(paths) > 10
     for path in paths:
         load_distill_config(path, ["run_dir=r"])  # the base config of persd-mini leaves run_dir to run.py
+
+
+ITERKD = [
+    f"seed_tasks={EASY}",
+    "student=smollm2-135m-instruct",
+    "student_sampling={temperature: 0.0, max_tokens: 128}",
+    "train={max_steps: 1, per_device_train_batch_size: 2, gradient_accumulation_steps: 1, max_length: 256, save_steps: 1, logging_steps: 1}",
+    "iterkd={n_faulty: 2, judge_max_tokens: 64, question_max_tokens: 160}",
+]  # fmt: skip
+
+
+def test_iterkd_section_is_checked_before_any_work(tmp_path):
+    for bad, msg in ((["iterkd.loss=kto"], "iterkd: 'loss' must be 'dpo' or 'sft', got 'kto'"),
+                     (["iterkd.rondus=2"], "iterkd: unknown setting 'rondus' \\(did you mean rounds")):  # fmt: skip
+        with pytest.raises(UserError, match=msg):
+            load_distill_config(None, [*ITERKD, f"run_dir={tmp_path / 'r'}", *bad], "iterkd")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_iterkd_two_rounds_then_resume_without_a_teacher_call(tmp_path):
+    """Two real rounds (SmolLM2-135M as teacher, judge and student: it writes few pairs and no new question, so
+    the second round's pool is the first round's hard seeds); then a round whose summary was lost is rebuilt
+    from its stage records without starting the teacher."""
+    from iterkd.pipeline import run_distill
+
+    run = tmp_path / "run"
+    teacher = f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 128, server_threads: 1, cache_path: {tmp_path / 'c.sqlite'}}}"
+    cfg = load_distill_config(None, [*ITERKD, teacher, f"run_dir={run}", "iterkd.rounds=2"], "iterkd")
+    summary = run_distill(cfg, progress=False)
+    r1, r2 = summary["rounds"]
+    assert (r1["round"], r1["pool"]) == (1, 6) and r1["feedback"]["answers"] == 6
+    assert sum(r1["feedback"]["buckets"].values()) == 6 and r1["next_pool"] == r2["pool"]
+    assert r2["pool"] == r1["questions"]["accepted"] + r1["feedback"]["buckets"]["hard"]
+    for k, r in ((1, r1), (2, r2)):
+        rows = [json.loads(line) for line in (run / "rounds" / f"r{k}" / "pairs.jsonl").read_text().splitlines()]
+        assert len(rows) == r["pairs"]["teacher_pairs"] + r["pairs"]["student_pairs"]
+        assert all(set(row) >= {"prompt", "chosen", "rejected", "task_id", "source"} for row in rows)
+        assert r["trained"] == bool(rows) and (not rows or (run / r["student"]["generate"]).exists())
+        assert not rows or r["student"]["generate"] == f"rounds/r{k}/train/final.q8_0.gguf"  # relative to the run
+    assert r1["pairs"]["student_pairs"] == 0  # no earlier answers of the student in round 1
+    assert json.loads((run / "summary.json").read_text())["rounds"] == summary["rounds"]
+    (run / "rounds" / "r2" / "summary.json").unlink()  # as if killed after round 2's last stage
+    again = run_distill(
+        load_distill_config(None, [*ITERKD, teacher, f"run_dir={run}", "iterkd.rounds=2"], "iterkd"), progress=False
+    )
+    assert again["teacher_this_call"] is None  # every teacher and judge call was on disk
+    assert [r["feedback"] for r in again["rounds"]] == [r1["feedback"], r2["feedback"]]

@@ -181,11 +181,14 @@ def distill(
         help="key=value settings; dotted keys reach into sections, e.g. limit=20 teacher.served_model=qwen2.5-coder-0.5b-instruct train.max_steps=50 eval.limit=10.",
     ),
     method: Optional[str] = typer.Option(
-        None, "--method", help="stand, inpd, persd, persd-refine or persd-combine (overrides the config's method)."
+        None,
+        "--method",
+        help="stand, inpd, persd, persd-refine, persd-combine or iterkd (overrides the config's method).",
     ),
     config: Optional[Path] = typer.Option(
         None, "--config", "-c", help="Distillation config YAML (see configs/distill/)."
     ),
+    rounds: Optional[int] = typer.Option(None, "--rounds", min=1, help="IterKD: rounds to run (iterkd.rounds)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     """Run a distillation method end to end: student attempts -> sandbox feedback -> teacher -> dataset -> TRL
@@ -195,7 +198,8 @@ def distill(
     from the cache, training continues from its last checkpoint."""
     from iterkd.pipeline import format_summary, load_distill_config, run_distill
 
-    cfg = load_distill_config(config, overrides or [], method)
+    extra = [f"iterkd.rounds={rounds}"] if rounds is not None else []
+    cfg = load_distill_config(config, [*(overrides or []), *extra], method)
     summary = run_distill(cfg, progress=not quiet)
     print(format_summary(summary))
     print(f"summary    {Path(cfg.run_dir) / 'summary.json'}")

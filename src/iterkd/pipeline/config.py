@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from iterkd.config import ConfigModel, load_yaml, parse_override, validate_with_origin
 from iterkd.errors import UserError
 
-SECTIONS = ("student_sampling", "teacher", "train", "eval")
+SECTIONS = ("student_sampling", "teacher", "train", "eval", "iterkd")
 
 
 class DistillConfig(ConfigModel):
@@ -42,6 +42,7 @@ class DistillConfig(ConfigModel):
         default_factory=lambda: {"served_model": "qwen2.5-coder-1.5b-instruct", "temperature": 0.0, "max_tokens": 512}
     )
     train: dict = Field(default_factory=dict)
+    iterkd: dict = Field(default_factory=dict)  # IterKDConfig (method iterkd only)
     eval: dict = Field(
         default_factory=lambda: {"benchmarks": ["humaneval", "mbpp"], "backend": "transformers", "max_tokens": 512}
     )
@@ -51,8 +52,8 @@ class DistillConfig(ConfigModel):
     def _method(cls, value: str) -> str:
         from iterkd.methods import METHODS
 
-        if value not in METHODS:
-            raise ValueError(f"unknown method {value!r}; choose one of {', '.join(METHODS)}")
+        if value not in (*METHODS, "iterkd"):
+            raise ValueError(f"unknown method {value!r}; choose one of {', '.join(METHODS)}, iterkd")
         return value
 
     @field_validator("student_backend")
@@ -68,6 +69,10 @@ class DistillConfig(ConfigModel):
         if not self.run_dir:
             raise ValueError("run_dir is not set (in the config or as run_dir=PATH)")
         self.sections()
+        if self.method == "iterkd":
+            from iterkd.pipeline.iterkd import IterKDConfig
+
+            IterKDConfig.from_dict(self.iterkd, "iterkd")
         return self
 
     def sections(self) -> tuple:

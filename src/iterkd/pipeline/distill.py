@@ -158,6 +158,10 @@ def evaluate(cfg: DistillConfig, model: str, out: Path, progress: bool) -> dict:
 def run_distill(cfg: DistillConfig, progress: bool = True) -> dict:
     """Run (or resume) ``cfg.method`` end to end; return the summary written to RUN/summary.json. The run
     directory is locked for the whole run: a second process on it stops at once with a UserError."""
+    if cfg.method == "iterkd":
+        from iterkd.pipeline.iterkd import run_iterkd
+
+        return run_iterkd(cfg, progress)
     with run_lock(cfg.run_dir):
         return _run_locked(cfg, Path(cfg.run_dir), progress)
 
@@ -200,6 +204,10 @@ def _run_locked(cfg: DistillConfig, run: Path, progress: bool) -> dict:
 
 
 def format_summary(summary: dict) -> str:
+    if summary["method"] == "iterkd":
+        from iterkd.pipeline.iterkd import format_rounds
+
+        return format_rounds(summary)
     data = summary["data"]
     lines = [
         f"method     {summary['method']}   run {summary['run_dir']}",

@@ -1,0 +1,264 @@
+"""``iterkd distill --method iterkd --rounds N``: the IterKD cycle, round after round, in one run directory.
+
+    RUN/config.yaml                     the resolved config (the ``iterkd:`` section holds this method's settings)
+    RUN/rounds/rK/data/                 stage records: teacher_direct / teacher_faulty (Stage I), student_answers,
+                                        judge (Stage II), questions (Stage III), all resumable
+    RUN/rounds/rK/pairs.jsonl           the round's preference rows (TRL conversational format, with task ids)
+    RUN/rounds/rK/train/                the round's training (final/, final.q8_0.gguf)
+    RUN/rounds/rK/new_tasks.jsonl       the questions this round wrote and validated (a task file)
+    RUN/rounds/rK/pool.jsonl            the questions of the round (round 1: the seed tasks)
+    RUN/rounds/rK/summary.json          what the round did (written last: a round with it is skipped on resume)
+    RUN/summary.json                    every round's summary
+
+Each round: Stage I (pairs from the round's pool; from round 2 also the student's own failed answers of the
+previous round when ``negatives`` is student or both) -> preference training (skipped when there is no pair) ->
+Stage II (the trained student answers the pool: execution, lint, judge; the judge's ROC AUC against execution) ->
+Stage III (buckets, new questions) -> the next pool = the new questions (+ the hard seeds). Choices the paper
+leaves open are fields of ``IterKDConfig`` (ours, recorded in config.yaml).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from iterkd.config import ConfigModel
+from iterkd.io import atomic_write_json, atomic_write_lines, read_json, read_progress_log
+
+
+class IterKDConfig(ConfigModel):
+    """The ``iterkd:`` section of a distill config (all our choices where the paper is silent)."""
+
+    where: ClassVar[str] = "iterkd"
+
+    rounds: int = Field(2, ge=1)
+    n_faulty: int = Field(1, ge=1)
+    reveal: Literal["strip", "drop", "keep"] = "strip"
+    negatives: Literal["teacher", "student", "both"] = "both"
+    loss: Literal["dpo", "sft"] = "dpo"  # dpo: TRL loss_type [sigmoid, sft]; sft: [sft] only (the ablation)
+    beta: float = Field(0.1, gt=0)
+    nll_weight: float = Field(1.0, ge=0)  # the weight of the NLL on the correct answer (RPO's alpha)
+    judge: bool = True
+    judge_variant: Literal["plain", "trace"] = "plain"
+    judge_max_tokens: int = Field(384, ge=16)
+    easy_min: float = Field(5.0, ge=0, le=6)
+    hard_max: float = Field(3.0, ge=0, le=6)
+    per_seed: dict[str, int] = Field(default_factory=lambda: {"easy": 1, "medium": 1, "hard": 2})
+    question_temperature: float = Field(0.7, ge=0)
+    question_max_tokens: int = Field(512, ge=64)
+    dedup_threshold: float = Field(0.7, gt=0, le=1)
+    keep_hard_seeds: bool = True
+    train_from: Literal["previous", "base"] = "previous"
+
+
+def _task_rows(tasks) -> list[dict]:
+    from iterkd.methods.questions import _task_row
+
+    return [_task_row(t) for t in tasks]
+
+
+class Round:
+    """One IterKD round in ``rdir`` (see the module docstring); ``run()`` returns its summary."""
+
+    def __init__(self, cfg, ic: IterKDConfig, k: int, rdir: Path, student: dict, pool: list, prev: Path | None):
+        """``student``: {"train": model to train from, "generate": model to answer with}."""
+        self.cfg, self.ic, self.k, self.rdir, self.student, self.pool, self.prev = cfg, ic, k, rdir, student, pool, prev
+        self.data = rdir / "data"
+        self.times: dict[str, float] = {}
+
+    def _timed(self, name: str, fn):
+        began = time.perf_counter()
+        out = fn()
+        self.times[name] = round(time.perf_counter() - began, 1)
+        return out
+
+    def pairs(self, teacher, teacher_params, sandbox, limits) -> tuple[list, dict]:
+        from dataclasses import asdict
+
+        from iterkd.methods.pairs import collect_pairs, student_pairs
+
+        pairs, stats = collect_pairs(self.pool, teacher, teacher_params, sandbox, limits, self.data,
+                                     n_faulty=self.ic.n_faulty, reveal=self.ic.reveal, progress=self.progress)  # fmt: skip
+        if self.ic.negatives == "student":
+            pairs = []
+        own = []
+        if self.ic.negatives in ("student", "both") and self.prev is not None:
+            correct = read_progress_log(self.data / "teacher_direct.jsonl", lambda r: r["task_id"])
+            attempts = read_progress_log(self.prev / "data" / "student_answers.jsonl", lambda r: r["task_id"])
+            own = student_pairs(self.pool, correct, attempts)
+        atomic_write_lines(self.rdir / "pairs.jsonl", pairs + own)
+        return pairs + own, {**asdict(stats), "teacher_pairs": len(pairs), "student_pairs": len(own)}
+
+    def train(self, n_pairs: int) -> dict:
+        """The round's student: trained on the pairs (the same student when there are none); its GGUF answers."""
+        from iterkd.train.export import export_gguf
+        from iterkd.train.preference import PreferenceConfig, train_preference
+
+        if n_pairs == 0:
+            return dict(self.student)
+        loss = (["sigmoid", "sft"], [1.0, self.ic.nll_weight]) if self.ic.loss == "dpo" else (["sft"], [1.0])
+        values = {**self.cfg.train, "model": self.student["train"], "train_file": str(self.rdir / "pairs.jsonl"),
+                  "output_dir": str(self.rdir / "train"), "beta": self.ic.beta, "loss_type": loss[0],
+                  "loss_weights": loss[1]}  # fmt: skip
+        final = self.rdir / "train" / "final"
+        if not (final / "config.json").exists():
+            train_preference(PreferenceConfig.from_dict(values, "train"))
+        return {"train": str(final), "generate": str(export_gguf(final, outtype="q8_0"))}
+
+    def feedback(self, student: dict, teacher, sandbox, limits) -> tuple[dict, dict]:
+        """Stage II on the pool: the student's answers, their verdicts, lint and judge; buckets by task id."""
+        from iterkd.codegen.prompts import direct_messages
+        from iterkd.feedback.judge import judge_answers, roc_auc
+        from iterkd.feedback.static import lint
+        from iterkd.methods.questions import bucket
+        from iterkd.models import SamplingParams, load_generator
+        from iterkd.models.base import LazyGenerator
+        from iterkd.stages import Request, run_stage, verified_records
+
+        model = LazyGenerator(lambda: load_generator(student["generate"], backend=self.cfg.student_backend))
+        try:
+            answers = run_stage("student-answers", model, [Request(t.task_id, t, direct_messages(t)) for t in self.pool],
+                                SamplingParams(**self.cfg.student_sampling), self.data / "student_answers.jsonl",
+                                verified_records("student-answers", sandbox, limits), progress=self.progress)  # fmt: skip
+        finally:
+            model.close()
+        reports = dict(zip(answers, lint([a["code"] for a in answers.values()])))
+        scores = {k: None for k in answers}
+        if self.ic.judge:
+            judged = judge_answers([(t.task_id, t, answers[t.task_id]["code"]) for t in self.pool], teacher,
+                                   SamplingParams(temperature=0.0, max_tokens=self.ic.judge_max_tokens),
+                                   self.data / "judge.jsonl", variant=self.ic.judge_variant, progress=self.progress)  # fmt: skip
+            scores = {k: r["score"] for k, r in judged.items()}
+        buckets = {k: bucket(a["passed"], scores[k], reports[k].clean, self.ic.easy_min, self.ic.hard_max)
+                   for k, a in answers.items()}  # fmt: skip
+        usable = [k for k in answers if scores[k] is not None]
+        static = {c: sum(r.counts[c] > 0 for r in reports.values()) for c in next(iter(reports.values())).counts}
+        doc = {
+            "answers": len(answers),
+            "passed": sum(a["passed"] for a in answers.values()),
+            "static_answers_with_findings": static,
+            "judge_parsed": len(usable),
+            "judge_roc_auc": roc_auc([scores[k] for k in usable], [answers[k]["passed"] for k in usable]),
+            "judge_fail_scored_5_plus": sum(not answers[k]["passed"] and scores[k] >= 5 for k in usable),
+            "buckets": {b: sum(v == b for v in buckets.values()) for b in ("easy", "medium", "hard")},
+        }
+        return buckets, doc
+
+    def questions(self, buckets: dict, teacher, sandbox, limits, pool_texts: list[str]) -> tuple[list, dict]:
+        from dataclasses import asdict
+
+        from iterkd.methods.questions import QuestionWriter
+        from iterkd.models import SamplingParams
+
+        by_id = {t.task_id: t for t in self.pool}
+        seeds = {b: [by_id[k] for k, v in buckets.items() if v == b] for b in ("easy", "medium", "hard")}
+        params = SamplingParams(temperature=self.ic.question_temperature, max_tokens=self.ic.question_max_tokens)
+        write = QuestionWriter(teacher, params, sandbox, limits, self.data, round_=self.k,
+                               dedup_threshold=self.ic.dedup_threshold, progress=self.progress)  # fmt: skip
+        new, stats = write({b: s for b, s in seeds.items() if s}, self.ic.per_seed, pool_texts)
+        atomic_write_lines(self.rdir / "new_tasks.jsonl", _task_rows(new))
+        nxt = new + (seeds["hard"] if self.ic.keep_hard_seeds else [])
+        return nxt, asdict(stats)
+
+    progress = True
+
+
+def _run_round(r: Round, teacher, teacher_params, sandbox, limits, pool_texts: list[str]) -> dict:
+    atomic_write_lines(r.rdir / "pool.jsonl", _task_rows(r.pool))
+    pairs, pair_stats = r._timed("stage1_pairs", lambda: r.pairs(teacher, teacher_params, sandbox, limits))
+    student = r._timed("training", lambda: r.train(len(pairs)))
+    buckets, feedback = r._timed("stage2_feedback", lambda: r.feedback(student, teacher, sandbox, limits))
+    nxt, questions = r._timed("stage3_questions", lambda: r.questions(buckets, teacher, sandbox, limits, pool_texts))
+    atomic_write_lines(r.rdir / "next_pool.jsonl", _task_rows(nxt))
+    run = r.rdir.parent.parent
+    summary = {"round": r.k, "pool": len(r.pool), "pairs": pair_stats, "trained": len(pairs) > 0,
+               "student": {k: _relative(v, run) for k, v in student.items()}, "feedback": feedback, "questions": questions, "next_pool": len(nxt),
+               "seconds": r.times}  # fmt: skip
+    atomic_write_json(r.rdir / "summary.json", summary)
+    return summary
+
+
+def _relative(model: str, run: Path) -> str:
+    """A model inside the run directory by its path relative to it (summaries name no machine paths)."""
+    path = Path(model)
+    if not path.exists() or not path.resolve().is_relative_to(run.resolve()):
+        return model
+    return str(path.resolve().relative_to(run.resolve()))
+
+
+def _absolute(model: str, run: Path) -> str:
+    return str(run / model) if (run / model).exists() else model
+
+
+def _seed_pool(cfg) -> list:
+    from iterkd.methods.decontam import is_contaminated
+    from iterkd.tasks import load_tasks
+
+    tasks = [t for t in load_tasks(cfg.seed_tasks, cfg.seed_split if cfg.seed_tasks == "mbpp" else None) if t.tests]
+    tasks = tasks[: cfg.limit] if cfg.limit else tasks
+    return [t for t in tasks if not is_contaminated(t.prompt, t.canonical_solution or "")]
+
+
+def run_iterkd(cfg, progress: bool = True) -> dict:
+    """Run (or resume) ``iterkd.rounds`` rounds; return the run's summary (RUN/summary.json)."""
+    from iterkd.io import run_lock
+
+    with run_lock(cfg.run_dir):
+        return _run(cfg, Path(cfg.run_dir), progress)
+
+
+def _run(cfg, run: Path, progress: bool) -> dict:
+    import yaml
+
+    from iterkd.io import atomic_write_text
+    from iterkd.models.base import LazyGenerator
+    from iterkd.sandbox import Limits, Sandbox
+    from iterkd.tasks import load_task_file
+    from iterkd.teacher import load_teacher
+
+    ic = IterKDConfig.from_dict(cfg.iterkd, "iterkd")
+    atomic_write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    _, teacher_cfg, _, _ = cfg.sections()
+    base = {"train": cfg.student, "generate": cfg.student}
+    student, pool, prev, rounds = dict(base), _seed_pool(cfg), None, []
+    pool_texts = [t.prompt for t in pool]
+    limits = Limits(timeout_s=cfg.sandbox_timeout)
+    teacher = LazyGenerator(lambda: load_teacher(teacher_cfg))  # started only if a call is not on disk yet
+    try:
+        with Sandbox(limits=limits) as sandbox:
+            for k in range(1, ic.rounds + 1):
+                rdir = run / "rounds" / f"r{k}"
+                done = read_json(rdir / "summary.json")
+                if done is None:
+                    if not pool:
+                        break  # nothing left to ask: the previous round wrote no question and kept no seed
+                    r = Round(cfg, ic, k, rdir, student, pool, prev)
+                    r.progress = progress
+                    done = _run_round(r, teacher, teacher_cfg.sampling(), sandbox, limits, pool_texts)
+                rounds.append(done)
+                student = {k: _absolute(v, run) for k, v in done["student"].items()}
+                student = student if ic.train_from == "previous" else dict(base)
+                pool, prev = load_task_file(rdir / "next_pool.jsonl"), rdir
+                pool_texts += [t.prompt for t in pool]
+        usage = teacher.as_dict() if teacher.loaded else None
+    finally:
+        teacher.close()
+    summary = {"method": "iterkd", "run_dir": cfg.run_dir, "iterkd": ic.to_dict(), "rounds": rounds,
+               "teacher_this_call": usage}  # fmt: skip
+    atomic_write_json(run / "summary.json", summary)
+    return summary
+
+
+def format_rounds(summary: dict) -> str:
+    lines = [f"method     iterkd   run {summary['run_dir']}   rounds {len(summary['rounds'])}",
+             f"{'round':<6} {'pool':>5} {'pairs':>6} {'passed':>7} {'easy/med/hard':>14} {'new q':>6} {'judge AUC':>10}"]  # fmt: skip
+    for r in summary["rounds"]:
+        b, f = r["feedback"]["buckets"], r["feedback"]
+        auc = f"{f['judge_roc_auc']:.2f}" if f["judge_roc_auc"] is not None else "-"
+        lines.append(f"{r['round']:<6} {r['pool']:>5} {r['pairs']['teacher_pairs'] + r['pairs']['student_pairs']:>6} "
+                     f"{f['passed']:>3}/{f['answers']:<3} {b['easy']:>4}/{b['medium']}/{b['hard']:<5} "
+                     f"{r['questions']['accepted']:>6} {auc:>10}")  # fmt: skip
+    return "\n".join(lines)
