@@ -122,22 +122,9 @@ def test_check_scores_and_stays_light(tmp_path):
 @pytest.mark.slow
 def test_eval_with_repair_steps_reports_each_step(tmp_path):
     out = tmp_path / "run"
-    res = iterkd(
-        "eval",
-        "--model",
-        "smollm2-135m-instruct",
-        "--benchmark",
-        "mbpp",
-        "--limit",
-        "3",
-        "--repair-steps",
-        "2",
-        "--max-tokens",
-        "128",
-        "--out",
-        out,
-        "-q",
-    )
+    args = ("eval", "--model", "smollm2-135m-instruct", "--benchmark", "mbpp", "--limit", "3", "--repair-steps", "2")
+    args += ("--max-tokens", "128", "--out", out, "-q")
+    res = iterkd(*args)
     assert res.returncode == 0, res.stderr[-2000:]
     doc = json.loads((out / "results.json").read_text())
     assert [s["step"] for s in doc["repair_steps"]] == [0, 1, 2]
@@ -160,44 +147,14 @@ def test_eval_with_repair_steps_reports_each_step(tmp_path):
     final = (out / "samples.jsonl").read_text()
     assert final == (out / "samples.step2.jsonl").read_text()
     # rerunning resumes: no new repair calls
-    again = iterkd(
-        "eval",
-        "--model",
-        "smollm2-135m-instruct",
-        "--benchmark",
-        "mbpp",
-        "--limit",
-        "3",
-        "--repair-steps",
-        "2",
-        "--max-tokens",
-        "128",
-        "--out",
-        out,
-        "-q",
-    )
+    again = iterkd(*args)
     assert again.returncode == 0
     assert len((out / "repairs.jsonl").read_text().splitlines()) == len(repairs)
     # repairs made with another wording of the refinement prompt are never mixed with this one's
     pin = out / "repair_config.json"
     assert json.loads(pin.read_text()) == {"prompt_version:student-refine": "v1"}
     pin.write_text(json.dumps({"prompt_version:student-refine": "v0"}))
-    third = iterkd(
-        "eval",
-        "--model",
-        "smollm2-135m-instruct",
-        "--benchmark",
-        "mbpp",
-        "--limit",
-        "3",
-        "--repair-steps",
-        "2",
-        "--max-tokens",
-        "128",
-        "--out",
-        out,
-        "-q",
-    )
+    third = iterkd(*args)
     assert third.returncode == 2 and "prompt_version:student-refine: 'v0' -> 'v1'" in third.stderr, third.stderr
 
 

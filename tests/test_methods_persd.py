@@ -151,19 +151,9 @@ def test_collect_persd_combine_end_to_end_and_resume(tmp_path):
     student_params = SamplingParams(temperature=0.3, max_tokens=160, seed=0)
     teacher_params = SamplingParams(temperature=0.0, max_tokens=160, seed=0)
     with Sandbox(workers=2, limits=limits) as sb:
-        examples, stats = collect(
-            "persd-combine",
-            tasks,
-            model,
-            model,
-            student_params,
-            teacher_params,
-            sb,
-            limits,
-            tmp_path / "data",
-            batch_size=2,
-            progress=False,
-        )
+        params = (student_params, teacher_params, sb, limits, tmp_path / "data")
+        where = {"batch_size": 2, "progress": False}
+        examples, stats = collect("persd-combine", tasks, model, model, *params, **where)
         calls = model.stats.calls
         attempts = [json.loads(l) for l in (tmp_path / "data" / "student_attempts.jsonl").read_text().splitlines()]
         assert len(attempts) == stats.attempted == 4 - stats.dropped_contaminated
@@ -179,19 +169,7 @@ def test_collect_persd_combine_end_to_end_and_resume(tmp_path):
             raise AssertionError("the student was loaded although every attempt is on disk")
 
         student = LazyGenerator(no_student)
-        again, stats2 = collect(
-            "persd-combine",
-            tasks,
-            student,
-            model,
-            student_params,
-            teacher_params,
-            sb,
-            limits,
-            tmp_path / "data",
-            batch_size=2,
-            progress=False,
-        )
+        again, stats2 = collect("persd-combine", tasks, student, model, *params, **where)
         assert model.stats.calls == calls and again == examples and stats2 == stats and not student.loaded
         student.close()
     model.close()

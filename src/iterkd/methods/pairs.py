@@ -104,6 +104,20 @@ def _screen(rec: dict, reveal: str, stats: PairStats) -> dict | None:
     return None
 
 
+def _pair(task: Task, good: dict, bad: dict, source: str, kind: str | None) -> dict:
+    """One TRL conversational preference row: the task's prompt, the verified correct and the failing answer."""
+    return {
+        "prompt": direct_messages(task),
+        "chosen": [{"role": "assistant", "content": code_answer(good["code"])}],
+        "rejected": [{"role": "assistant", "content": code_answer(bad["code"])}],
+        "task_id": task.task_id,
+        "source": source,
+        "claimed_kind": kind,
+        "actual": _verdict(bad),
+        "stripped": bad.get("stripped", False),
+    }
+
+
 def build_pairs(tasks: list[Task], correct: dict, faulty: dict, n_faulty: int, reveal: str, stats: PairStats):
     """Preference rows from the verified records (``correct``: by task id; ``faulty``: by ``task_id#fj``)."""
     pairs = []
@@ -126,18 +140,7 @@ def build_pairs(tasks: list[Task], correct: dict, faulty: dict, n_faulty: int, r
             stats.faulty_kept += 1
             if good is None or not good["passed"]:
                 continue
-            pairs.append(
-                {
-                    "prompt": direct_messages(task),
-                    "chosen": [{"role": "assistant", "content": code_answer(good["code"])}],
-                    "rejected": [{"role": "assistant", "content": code_answer(rec["code"])}],
-                    "task_id": task.task_id,
-                    "source": "teacher",
-                    "claimed_kind": rec["claimed_kind"],
-                    "actual": _verdict(rec),
-                    "stripped": rec.get("stripped", False),
-                }
-            )
+            pairs.append(_pair(task, good, rec, "teacher", rec["claimed_kind"]))
     stats.pairs = len(pairs)
     return pairs
 
@@ -191,16 +194,5 @@ def student_pairs(tasks: list[Task], correct: dict, attempts: dict) -> list[dict
         good, bad = correct.get(task.task_id), attempts.get(task.task_id)
         if good is None or not good["passed"] or bad is None or bad["passed"]:
             continue
-        pairs.append(
-            {
-                "prompt": direct_messages(task),
-                "chosen": [{"role": "assistant", "content": code_answer(good["code"])}],
-                "rejected": [{"role": "assistant", "content": code_answer(bad["code"])}],
-                "task_id": task.task_id,
-                "source": "student",
-                "claimed_kind": None,
-                "actual": _verdict(bad),
-                "stripped": False,
-            }
-        )
+        pairs.append(_pair(task, good, bad, "student", None))
     return pairs
