@@ -59,7 +59,8 @@ class ConfigModel(BaseModel):
         return list(cls.model_fields)
 
 
-def _suggest(key: str, known: list[str]) -> str:
+def suggest(key: str, known: list[str]) -> str:
+    """The hint after an unknown name: the closest known names, else all of them."""
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     return f" (did you mean {' or '.join(close)}?)" if close else f"; known: {', '.join(known)}"
 
@@ -80,7 +81,7 @@ class ConfigError(UserError):
     def _line(self, err: dict, where: str) -> str:
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            return f"{where}: unknown setting {loc!r}{_suggest(self.key, self.cls.field_names())}"
+            return f"{where}: unknown setting {loc!r}{suggest(self.key, self.cls.field_names())}"
         msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
         if not loc or err["type"] == "value_error" and not msg.startswith("must"):
             return f"{where}: {msg}"

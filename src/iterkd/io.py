@@ -48,6 +48,20 @@ def atomic_write_lines(path: str | Path, rows: Iterable[dict]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
+def portable_path(model: str, base: str | Path) -> str:
+    """A model given as an existing path, relative to ``base`` (a run or eval directory), so that summaries and
+    results name no machine's paths; a registry name or hub id as is."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        return model
+    return os.path.relpath(path.resolve(), Path(base).resolve())
+
+
+def from_portable(model: str, base: str | Path) -> str:
+    """The inverse of ``portable_path``: a path relative to ``base`` made usable again."""
+    return str(Path(base) / model) if (Path(base) / model).exists() else model
+
+
 def read_json(path: str | Path) -> dict | None:
     """The JSON object in ``path``, or None when the file is missing or not a whole JSON object."""
     path = Path(path)

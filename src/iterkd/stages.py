@@ -35,6 +35,13 @@ class Request:
     params: object = None  # SamplingParams for this request; None = the stage's
 
 
+def follow_up(request: Request, answer: str, text: str) -> Request:
+    """The same request one turn later: its conversation, the model's ``answer``, then ``text`` from the user
+    (a format reminder, the reason an answer was rejected)."""
+    turns = [{"role": "assistant", "content": answer}, {"role": "user", "content": text}]
+    return Request(request.key, request.task, [*request.messages, *turns], request.meta, request.params)
+
+
 @dataclass
 class StageStats:
     """What one ``run_stage`` call generated now (not what was already in the log)."""
@@ -50,7 +57,7 @@ Records = Callable[[list[Request], list, float], list[dict]]
 
 
 def _batches(todo: list[Request], size: int):
-    """Consecutive runs of at most ``size`` requests that share their sampling parameters."""
+    """Consecutive runs of at most ``size`` requests that share one SamplingParams object (``params``)."""
     batch: list[Request] = []
     for r in todo:
         if batch and (len(batch) == size or r.params is not batch[0].params):

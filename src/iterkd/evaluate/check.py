@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from collections import Counter
@@ -11,6 +9,7 @@ from pathlib import Path
 
 from iterkd.evaluate.passk import pass_at_k_table
 from iterkd.evaluate.samples import Sample
+from iterkd.io import atomic_write_json
 from iterkd.sandbox.types import STATUSES
 from iterkd.tasks import Task
 
@@ -67,13 +66,7 @@ def score_samples(
 
 def write_results(out_dir: str | Path, results: dict, name: str = "results.json") -> Path:
     """Write the results document atomically into out_dir."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / name
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(Path(out_dir) / name, results)
 
 
 def format_table(results: dict) -> str:

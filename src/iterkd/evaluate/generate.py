@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from iterkd.evaluate.samples import humaneval_completion, write_samples
+from iterkd.evaluate.samples import sample_row, write_samples
 from iterkd.io import pin_settings
 from iterkd.stages import Request, StageStats, run_stage
 from iterkd.tasks import Task
@@ -82,14 +82,7 @@ def _requests(tasks: list[Task], settings: GenerationSettings) -> list[Request]:
 def _write_samples(tasks: list[Task], n_samples: int, done: dict, out: Path) -> None:
     from iterkd.codegen import sanitize
 
-    rows = []
-    for task in tasks:
-        for i in range(n_samples):
-            solution = sanitize(done[(task.task_id, i)]["raw"], task)
-            row = {"task_id": task.task_id, "solution": solution}
-            if task.benchmark == "humaneval":
-                row["completion"] = humaneval_completion(solution)
-            rows.append(row)
+    rows = [sample_row(t, sanitize(done[(t.task_id, i)]["raw"], t)) for t in tasks for i in range(n_samples)]
     write_samples(out / "samples.jsonl", rows)
 
 

@@ -10,17 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from iterkd.evaluate.samples import humaneval_completion, write_samples
+from iterkd.evaluate.samples import sample_row, write_samples
 from iterkd.feedback import execution_feedback, job_for
 from iterkd.stages import Request, run_stage
 from iterkd.tasks import Task
-
-
-def _row(task: Task, solution: str) -> dict:
-    row = {"task_id": task.task_id, "solution": solution}
-    if task.benchmark == "humaneval":
-        row["completion"] = humaneval_completion(solution)
-    return row
 
 
 def _repair_records(batch: list[Request], completions: list, seconds: float) -> list[dict]:
@@ -74,7 +67,7 @@ def repair_steps(cfg, tasks: list[Task], solutions: list[str], out: Path, progre
     items = [(t, i) for t in tasks for i in range(n_samples)]
     current = list(solutions)
     paths = [out / "samples.step0.jsonl"]
-    write_samples(paths[0], [_row(t, s) for (t, _), s in zip(items, current)])
+    write_samples(paths[0], [sample_row(t, s) for (t, _), s in zip(items, current)])
     generator = LazyGenerator(
         lambda: load_generator(cfg.model, backend=cfg.backend, **server_kw(cfg.backend, cfg.batch_size))
     )
@@ -105,7 +98,7 @@ def repair_steps(cfg, tasks: list[Task], solutions: list[str], out: Path, progre
                 for (k, _), req in zip(failing, requests):
                     current[k] = done[req.key]["code"]
                 paths.append(out / f"samples.step{step}.jsonl")
-                write_samples(paths[-1], [_row(t, s) for (t, _), s in zip(items, current)])
+                write_samples(paths[-1], [sample_row(t, s) for (t, _), s in zip(items, current)])
     finally:
         generator.close()
     return paths

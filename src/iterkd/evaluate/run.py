@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -15,7 +14,7 @@ from iterkd.config import ConfigModel
 from iterkd.errors import UserError
 from iterkd.evaluate.check import score_samples, write_results
 from iterkd.evaluate.samples import read_samples
-from iterkd.io import atomic_write_text, run_lock
+from iterkd.io import atomic_write_text, portable_path, run_lock
 
 
 class EvalConfig(ConfigModel):
@@ -51,14 +50,6 @@ class EvalConfig(ConfigModel):
         if not known:
             raise ValueError(f"unknown backend {value!r}; choose {', '.join(n for n in NAMES if n != 'openai')}")
         return value
-
-
-def _portable(model: str, out: Path) -> str:
-    """A model given as a path, relative to the run directory ``out``; a registry name or hub id as is."""
-    path = Path(model).expanduser()
-    if not path.exists():
-        return model
-    return os.path.relpath(path.resolve(), Path(out).resolve())
 
 
 def benchmark_name(benchmark: str) -> str:
@@ -117,7 +108,7 @@ def _run_eval(cfg: EvalConfig, out: Path, progress: bool) -> dict:
 
     steps = _repair(cfg, tasks, by_id, out, score, progress) if cfg.repair_steps else []
     results = score(out / "samples.jsonl", progress)
-    shown = {**asdict(settings), "model": _portable(settings.model, out)}  # no machine paths in results
+    shown = {**asdict(settings), "model": portable_path(settings.model, out)}  # no machine paths in results
     results["generation"] = {**stats, "wall_seconds": round(gen_seconds, 2), "settings": shown}
     if cfg.repair_steps:
         steps.append(

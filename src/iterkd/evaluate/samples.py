@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from iterkd.errors import UserError
-from iterkd.io import read_jsonl
+from iterkd.io import atomic_write_lines, read_jsonl
 from iterkd.tasks import Task
 
 
@@ -48,11 +46,14 @@ def humaneval_completion(solution: str) -> str:
     return "    pass\n\n" + solution
 
 
+def sample_row(task, solution: str) -> dict:
+    """A samples-file row (evalplus format): ``solution``, plus ``completion`` for HumanEval's own harness."""
+    row = {"task_id": task.task_id, "solution": solution}
+    if task.benchmark == "humaneval":
+        row["completion"] = humaneval_completion(solution)
+    return row
+
+
 def write_samples(path: str | Path, rows: list[dict]) -> None:
     """Write a samples file atomically (temp file, then rename)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
+    atomic_write_lines(path, rows)

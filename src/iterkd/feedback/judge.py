@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from iterkd.codegen.prompts import JUDGE_FORMAT_REMINDER, judge_messages
-from iterkd.stages import Request, run_stage
+from iterkd.stages import Request, follow_up, run_stage
 
 _TOTAL = re.compile(r"total(?:\s+score)?\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)(?:\s*/\s*6)?", re.IGNORECASE)
 _ITEM = re.compile(
@@ -74,11 +74,8 @@ def judge_answers(
     first = [Request(k, task, judge_messages(task, code, variant), {"variant": variant}) for k, task, code in answers]
     done = run_stage("judge", judge, first, params, path, _records, batch_size=batch_size, progress=progress)
     again = [
-        Request(r.key, r.task, [*r.messages, {"role": "assistant", "content": done[r.key]["judgement"]},
-                                {"role": "user", "content": JUDGE_FORMAT_REMINDER}], {"variant": variant})
-        for r in first
-        if done[r.key]["score"] is None
-    ]  # fmt: skip
+        follow_up(r, done[r.key]["judgement"], JUDGE_FORMAT_REMINDER) for r in first if done[r.key]["score"] is None
+    ]
     retry_path = path.with_name(path.stem + ".retry.jsonl")
     retried = run_stage("judge (format retry)", judge, again, params, retry_path, _records, batch_size=batch_size,
                         progress=progress)  # fmt: skip

@@ -30,7 +30,21 @@ def benchmark_ngrams() -> tuple[frozenset, frozenset]:
     return frozenset(text), frozenset(code)
 
 
-def is_contaminated(text: str = "", code: str = "") -> bool:
-    """True when the task text or the code overlaps a benchmark test task."""
+def is_contaminated(text: str = "", code: str = "", substrings: bool = False) -> bool:
+    """True when the task text or the code overlaps a benchmark test task. ``substrings``: also when one
+    contains a benchmark prompt or solution (or is contained in one), case-insensitively (texts over 40
+    characters) -- the check for generated questions."""
     bench_text, bench_code = benchmark_ngrams()
-    return not ngrams(text, TEXT_N).isdisjoint(bench_text) or not ngrams(code, CODE_N).isdisjoint(bench_code)
+    if not ngrams(text, TEXT_N).isdisjoint(bench_text) or not ngrams(code, CODE_N).isdisjoint(bench_code):
+        return True
+    mine = [m for m in (text.lower(), code.lower()) if len(m) > 40]
+    return substrings and any(b in m or m in b for b in benchmark_texts() for m in mine)
+
+
+@lru_cache(maxsize=1)
+def benchmark_texts() -> tuple[str, ...]:
+    """Every HumanEval and MBPP-test prompt and solution, lower-cased, over 40 characters."""
+    from iterkd.tasks import load_humaneval, load_mbpp
+
+    texts = (x.lower() for t in load_humaneval() + load_mbpp("test") for x in (t.prompt, t.canonical_solution or ""))
+    return tuple(t for t in texts if len(t) > 40)

@@ -21,10 +21,9 @@ from pathlib import Path
 
 from iterkd.codegen.prompts import QUESTION_RETRY, question_messages
 from iterkd.feedback import job_for
-from iterkd.io import atomic_write_lines
 from iterkd.methods.decontam import is_contaminated
-from iterkd.stages import Request, run_stage
-from iterkd.tasks import Task
+from iterkd.stages import Request, follow_up, run_stage
+from iterkd.tasks import Task, write_task_file
 
 _FIELD = re.compile(r"QUESTION:\s*(?P<q>.+?)\s*FUNCTION:\s*`?(?P<f>[A-Za-z_]\w*)`?", re.DOTALL)
 _BLOCK = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
@@ -80,15 +79,22 @@ def _stubs(task: Task, seed: Task | None) -> list[str]:
     return out
 
 
-def validate(task: Task, seed: Task | None, sandbox, limits) -> str | None:
-    """None when the reference passes and no stub does; else the reason (for the rewrite request)."""
+def _rejection(task: Task, seed: Task | None, sandbox, limits) -> tuple[str, str] | None:
+    """None when the reference passes and no stub does; else (why: reference | trivial, the reason)."""
     stubs = _stubs(task, seed)
     verdicts = sandbox.map([job_for(task, code, limits) for code in [task.canonical_solution, *stubs]])
     if not verdicts[0].passed:
-        return "the reference solution fails its own tests: " + (verdicts[0].feedback or verdicts[0].reason)[:300]
+        detail = (verdicts[0].feedback or verdicts[0].reason)[:300]
+        return "reference", "the reference solution fails its own tests: " + detail
     if any(v.passed for v in verdicts[1:]):
-        return "the tests are trivial: a function that does nothing (or the example's solution) passes them"
+        return "trivial", "the tests are trivial: a function that does nothing (or the example's solution) passes them"
     return None
+
+
+def validate(task: Task, seed: Task | None, sandbox, limits) -> str | None:
+    """None when the reference passes and no stub does; else the reason (for the rewrite request)."""
+    rejected = _rejection(task, seed, sandbox, limits)
+    return rejected[1] if rejected else None
 
 
 class NearDuplicates:
@@ -121,17 +127,6 @@ class NearDuplicates:
         self.n += 1
 
 
-def _substring_hit(task: Task, benchmark_texts: list[str]) -> bool:
-    mine = [task.prompt.lower(), (task.canonical_solution or "").lower()]
-    return any(b in m or m in b for b in benchmark_texts for m in mine if len(m) > 40 and len(b) > 40)
-
-
-def _benchmark_texts() -> list[str]:
-    from iterkd.tasks import load_humaneval, load_mbpp
-
-    return [x.lower() for t in load_humaneval() + load_mbpp("test") for x in (t.prompt, t.canonical_solution or "")]
-
-
 def _text_records(batch: list[Request], completions: list, seconds: float) -> list[dict]:
     return [
         {"key": r.key, **r.meta, "text": c.text, "prompt_tokens": c.prompt_tokens,
@@ -151,12 +146,13 @@ def _requests(seeds: dict[str, list[Task]], per_seed: dict[str, int]) -> list[Re
     return out
 
 
-def _check(text: str, req: Request, round_: int, sandbox, limits, min_tests: int) -> Task | str:
+def _check(text: str, req: Request, round_: int, sandbox, limits, min_tests: int) -> Task | tuple[str, str]:
+    """The accepted task, or (why: format | reference | trivial, the reason told to the teacher)."""
     task_id = f"r{round_}/{req.meta['bucket']}/{req.meta['seed_id']}/{req.meta['j']}"
     task = parse_question(text, task_id, min_tests)
     if isinstance(task, str):
-        return task
-    return validate(task, req.task, sandbox, limits) or task
+        return "format", task
+    return _rejection(task, req.task, sandbox, limits) or task
 
 
 @dataclass
@@ -173,6 +169,7 @@ class QuestionWriter:
     dedup_threshold: float = 0.7
     batch_size: int = 8
     progress: bool = True
+    tasks_file: Path | None = None  # where the accepted questions go (default DATA_DIR/new_tasks.jsonl)
 
     def _stage(self, name: str, requests: list[Request], file: str) -> dict:
         return run_stage(name, self.teacher, requests, self.params, self.data_dir / file, _text_records,
@@ -182,23 +179,19 @@ class QuestionWriter:
         first = self._stage("new questions", requests, "questions.jsonl")
         checked = {r.key: _check(first[r.key]["text"], r, self.round_, self.sandbox, self.limits, self.min_tests)
                    for r in requests}  # fmt: skip
-        stats.parsed = sum(
-            not isinstance(c, str) or not c.startswith(("the answer is not", "it needs")) for c in checked.values()
-        )
+        stats.parsed = sum(not isinstance(c, tuple) or c[0] != "format" for c in checked.values())
         again = [
-            Request(r.key, r.task, [*r.messages, {"role": "assistant", "content": first[r.key]["text"]},
-                                    {"role": "user", "content": QUESTION_RETRY.format(reason=checked[r.key])}], r.meta)
-            for r in requests if isinstance(checked[r.key], str)
-        ]  # fmt: skip
+            follow_up(r, first[r.key]["text"], QUESTION_RETRY.format(reason=checked[r.key][1]))
+            for r in requests
+            if isinstance(checked[r.key], tuple)
+        ]
         retried = self._stage("new questions (rewrite)", again, "questions.retry.jsonl")
         for r in again:
             checked[r.key] = _check(retried[r.key]["text"], r, self.round_, self.sandbox, self.limits, self.min_tests)
-            stats.rewritten += not isinstance(checked[r.key], str)
-        for reason in checked.values():
-            if isinstance(reason, str):
-                stats.failed_reference += reason.startswith("the reference")
-                stats.trivial_tests += reason.startswith("the tests are trivial")
-        return [(r, checked[r.key]) for r in requests if not isinstance(checked[r.key], str)]
+            stats.rewritten += isinstance(checked[r.key], Task)
+        why = [c[0] for c in checked.values() if isinstance(c, tuple)]
+        stats.failed_reference, stats.trivial_tests = why.count("reference"), why.count("trivial")
+        return [(r, checked[r.key]) for r in requests if isinstance(checked[r.key], Task)]
 
     def __call__(self, seeds: dict[str, list[Task]], per_seed: dict[str, int], pool_texts: list[str] = ()):
         """New questions from ``seeds`` (bucket -> seed tasks); returns (accepted tasks, QuestionStats) and
@@ -207,22 +200,17 @@ class QuestionWriter:
         stats = QuestionStats(asked=len(requests))
         for r in requests:
             stats.by_bucket.setdefault(r.meta["bucket"], {"asked": 0, "accepted": 0})["asked"] += 1
-        dedup, bench = NearDuplicates(self.dedup_threshold, list(pool_texts)), _benchmark_texts()
+        dedup = NearDuplicates(self.dedup_threshold, list(pool_texts))
         accepted = []
         for req, task in self._validated(requests, stats):
             if dedup.seen(task.prompt):
                 stats.duplicates += 1
-            elif is_contaminated(task.prompt, task.canonical_solution or "") or _substring_hit(task, bench):
+            elif is_contaminated(task.prompt, task.canonical_solution or "", substrings=True):
                 stats.contaminated += 1
             else:
                 dedup.add(task.prompt)
                 accepted.append(task)
                 stats.by_bucket[req.meta["bucket"]]["accepted"] += 1
         stats.accepted = len(accepted)
-        atomic_write_lines(self.data_dir / "new_tasks.jsonl", [_task_row(t) for t in accepted])
+        write_task_file(self.tasks_file or self.data_dir / "new_tasks.jsonl", accepted)
         return accepted, stats
-
-
-def _task_row(task: Task) -> dict:
-    return {"task_id": task.task_id, "prompt": task.prompt, "entry_point": task.entry_point, "tests": task.tests,
-            "seen_tests": task.seen_tests, "canonical_solution": task.canonical_solution}  # fmt: skip

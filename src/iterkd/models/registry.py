@@ -277,9 +277,9 @@ def fetch(name: str, progress: bool = True) -> Path:
 
 
 def _write_marker(spec: ModelSpec, final: Path) -> None:
-    tmp = final.with_name(final.name + ".sha256.tmp")
-    tmp.write_text(f"{spec.sha256}  {spec.size}\n")
-    os.replace(tmp, _marker(final))
+    from iterkd.io import atomic_write_text
+
+    atomic_write_text(_marker(final), f"{spec.sha256}  {spec.size}\n")
 
 
 def _assemble(spec: ModelSpec, final: Path, progress: bool) -> None:

@@ -4,13 +4,12 @@ loaded from YAML plus ``key=value`` overrides (dotted keys reach into sections: 
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from iterkd.config import ConfigModel, load_yaml, parse_override, validate_with_origin
+from iterkd.config import ConfigModel, load_yaml, parse_override, suggest, validate_with_origin
 from iterkd.errors import UserError
 
 SECTIONS = ("student_sampling", "teacher", "train", "eval", "iterkd")
@@ -110,8 +109,7 @@ def _set(values: dict, key: str, value: Any, where: str) -> None:
     top = DistillConfig.field_names()
     head, _, rest = key.partition(".")
     if head not in top:
-        close = difflib.get_close_matches(head, top, n=3)
-        raise UserError(f"{where}: unknown key {head!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        raise UserError(f"{where}: unknown key {head!r}{suggest(head, top)}")
     if rest:
         if head not in SECTIONS:
             raise UserError(f"{where}: {head!r} is not a section; {key!r} cannot be set")

@@ -18,12 +18,11 @@ teacher's SQLite cache, TRL checkpoints, eval generations).
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from pathlib import Path
 
 from iterkd.errors import UserError
-from iterkd.io import atomic_write_json, atomic_write_text, read_json, run_lock
+from iterkd.io import atomic_write_json, atomic_write_text, portable_path, read_json, run_lock
 from iterkd.pipeline.config import DistillConfig
 
 # Settings that decide what a stage record holds: runs may share a stage_dir only when these agree.
@@ -174,7 +173,7 @@ def _run_locked(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     card = build_data(cfg, run, progress)
     final, train_seconds = train_student(cfg, run)
     # model paths are relative to the run directory: a run (or its committed copy) does not name this machine
-    rel = lambda path: os.path.relpath(path, run)  # noqa: E731
+    rel = lambda path: portable_path(path, run)  # noqa: E731
     summary = {
         "method": cfg.method,
         "run_dir": cfg.run_dir,

@@ -26,7 +26,8 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from iterkd.config import ConfigModel
-from iterkd.io import atomic_write_json, atomic_write_lines, read_json, read_progress_log
+from iterkd.io import atomic_write_json, atomic_write_lines, from_portable, portable_path, read_json, read_progress_log
+from iterkd.tasks import write_task_file
 
 
 class IterKDConfig(ConfigModel):
@@ -54,18 +55,15 @@ class IterKDConfig(ConfigModel):
     train_from: Literal["previous", "base"] = "previous"
 
 
-def _task_rows(tasks) -> list[dict]:
-    from iterkd.methods.questions import _task_row
-
-    return [_task_row(t) for t in tasks]
-
-
 class Round:
-    """One IterKD round in ``rdir`` (see the module docstring); ``run()`` returns its summary."""
+    """One IterKD round in ``rdir`` (see the module docstring); ``run()`` does it and returns its summary."""
 
-    def __init__(self, cfg, ic: IterKDConfig, k: int, rdir: Path, student: dict, pool: list, prev: Path | None):
-        """``student``: {"train": model to train from, "generate": model to answer with}."""
+    def __init__(self, cfg, ic: IterKDConfig, k: int, rdir: Path, student: dict, pool: list, prev: Path | None,
+                 progress: bool = True):  # fmt: skip
+        """``student``: {"train": model to train from, "generate": model to answer with}; ``prev``: the previous
+        round's directory (its student answers are this round's student negatives)."""
         self.cfg, self.ic, self.k, self.rdir, self.student, self.pool, self.prev = cfg, ic, k, rdir, student, pool, prev
+        self.progress = progress
         self.data = rdir / "data"
         self.times: dict[str, float] = {}
 
@@ -80,10 +78,9 @@ class Round:
 
         from iterkd.methods.pairs import collect_pairs, student_pairs
 
+        n_faulty = 0 if self.ic.negatives == "student" else self.ic.n_faulty  # only the correct answers needed
         pairs, stats = collect_pairs(self.pool, teacher, teacher_params, sandbox, limits, self.data,
-                                     n_faulty=self.ic.n_faulty, reveal=self.ic.reveal, progress=self.progress)  # fmt: skip
-        if self.ic.negatives == "student":
-            pairs = []
+                                     n_faulty=n_faulty, reveal=self.ic.reveal, progress=self.progress)  # fmt: skip
         own = []
         if self.ic.negatives in ("student", "both") and self.prev is not None:
             correct = read_progress_log(self.data / "teacher_direct.jsonl", lambda r: r["task_id"])
@@ -112,7 +109,7 @@ class Round:
         """Stage II on the pool: the student's answers, their verdicts, lint and judge; buckets by task id."""
         from iterkd.codegen.prompts import direct_messages
         from iterkd.feedback.judge import judge_answers, roc_auc
-        from iterkd.feedback.static import lint
+        from iterkd.feedback.static import CATEGORIES, lint
         from iterkd.methods.questions import bucket
         from iterkd.models import SamplingParams, load_generator
         from iterkd.models.base import LazyGenerator
@@ -135,7 +132,7 @@ class Round:
         buckets = {k: bucket(a["passed"], scores[k], reports[k].clean, self.ic.easy_min, self.ic.hard_max)
                    for k, a in answers.items()}  # fmt: skip
         usable = [k for k in answers if scores[k] is not None]
-        static = {c: sum(r.counts[c] > 0 for r in reports.values()) for c in next(iter(reports.values())).counts}
+        static = {c: sum(r.counts[c] > 0 for r in reports.values()) for c in CATEGORIES}
         doc = {
             "answers": len(answers),
             "passed": sum(a["passed"] for a in answers.values()),
@@ -157,40 +154,28 @@ class Round:
         seeds = {b: [by_id[k] for k, v in buckets.items() if v == b] for b in ("easy", "medium", "hard")}
         params = SamplingParams(temperature=self.ic.question_temperature, max_tokens=self.ic.question_max_tokens)
         write = QuestionWriter(teacher, params, sandbox, limits, self.data, round_=self.k,
-                               dedup_threshold=self.ic.dedup_threshold, progress=self.progress)  # fmt: skip
+                               dedup_threshold=self.ic.dedup_threshold, progress=self.progress,
+                               tasks_file=self.rdir / "new_tasks.jsonl")  # fmt: skip
         new, stats = write({b: s for b, s in seeds.items() if s}, self.ic.per_seed, pool_texts)
-        atomic_write_lines(self.rdir / "new_tasks.jsonl", _task_rows(new))
         nxt = new + (seeds["hard"] if self.ic.keep_hard_seeds else [])
         return nxt, asdict(stats)
 
-    progress = True
-
-
-def _run_round(r: Round, teacher, teacher_params, sandbox, limits, pool_texts: list[str]) -> dict:
-    atomic_write_lines(r.rdir / "pool.jsonl", _task_rows(r.pool))
-    pairs, pair_stats = r._timed("stage1_pairs", lambda: r.pairs(teacher, teacher_params, sandbox, limits))
-    student = r._timed("training", lambda: r.train(len(pairs)))
-    buckets, feedback = r._timed("stage2_feedback", lambda: r.feedback(student, teacher, sandbox, limits))
-    nxt, questions = r._timed("stage3_questions", lambda: r.questions(buckets, teacher, sandbox, limits, pool_texts))
-    atomic_write_lines(r.rdir / "next_pool.jsonl", _task_rows(nxt))
-    run = r.rdir.parent.parent
-    summary = {"round": r.k, "pool": len(r.pool), "pairs": pair_stats, "trained": len(pairs) > 0,
-               "student": {k: _relative(v, run) for k, v in student.items()}, "feedback": feedback, "questions": questions, "next_pool": len(nxt),
-               "seconds": r.times}  # fmt: skip
-    atomic_write_json(r.rdir / "summary.json", summary)
-    return summary
-
-
-def _relative(model: str, run: Path) -> str:
-    """A model inside the run directory by its path relative to it (summaries name no machine paths)."""
-    path = Path(model)
-    if not path.exists() or not path.resolve().is_relative_to(run.resolve()):
-        return model
-    return str(path.resolve().relative_to(run.resolve()))
-
-
-def _absolute(model: str, run: Path) -> str:
-    return str(run / model) if (run / model).exists() else model
+    def run(self, teacher, teacher_params, sandbox, limits, pool_texts: list[str]) -> dict:
+        """The four steps, then ``next_pool.jsonl`` and ``summary.json`` (last: it marks the round finished)."""
+        write_task_file(self.rdir / "pool.jsonl", self.pool)
+        pairs, pair_stats = self._timed("stage1_pairs", lambda: self.pairs(teacher, teacher_params, sandbox, limits))
+        student = self._timed("training", lambda: self.train(len(pairs)))
+        buckets, feedback = self._timed("stage2_feedback", lambda: self.feedback(student, teacher, sandbox, limits))
+        nxt, questions = self._timed(
+            "stage3_questions", lambda: self.questions(buckets, teacher, sandbox, limits, pool_texts)
+        )
+        write_task_file(self.rdir / "next_pool.jsonl", nxt)
+        run = self.rdir.parent.parent
+        summary = {"round": self.k, "pool": len(self.pool), "pairs": pair_stats, "trained": len(pairs) > 0,
+                   "student": {k: portable_path(v, run) for k, v in student.items()}, "feedback": feedback,
+                   "questions": questions, "next_pool": len(nxt), "seconds": self.times}  # fmt: skip
+        atomic_write_json(self.rdir / "summary.json", summary)
+        return summary
 
 
 def _seed_pool(cfg) -> list:
@@ -235,11 +220,10 @@ def _run(cfg, run: Path, progress: bool) -> dict:
                 if done is None:
                     if not pool:
                         break  # nothing left to ask: the previous round wrote no question and kept no seed
-                    r = Round(cfg, ic, k, rdir, student, pool, prev)
-                    r.progress = progress
-                    done = _run_round(r, teacher, teacher_cfg.sampling(), sandbox, limits, pool_texts)
+                    r = Round(cfg, ic, k, rdir, student, pool, prev, progress)
+                    done = r.run(teacher, teacher_cfg.sampling(), sandbox, limits, pool_texts)
                 rounds.append(done)
-                student = {k: _absolute(v, run) for k, v in done["student"].items()}
+                student = {k: from_portable(v, run) for k, v in done["student"].items()}
                 student = student if ic.train_from == "previous" else dict(base)
                 pool, prev = load_task_file(rdir / "next_pool.jsonl"), rdir
                 pool_texts += [t.prompt for t in pool]

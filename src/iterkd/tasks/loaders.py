@@ -124,6 +124,14 @@ def load_task_file(path: str | Path) -> list[Task]:
     return tasks
 
 
+def write_task_file(path: str | Path, tasks: list[Task]) -> Path:
+    """Write ``tasks`` in the format ``load_task_file`` reads (atomically)."""
+    from iterkd.io import atomic_write_lines
+
+    keys = ("task_id", "prompt", "entry_point", "tests", "seen_tests", "setup", "canonical_solution")
+    return atomic_write_lines(path, [{k: getattr(t, k) for k in keys} for t in tasks])
+
+
 def load_tasks(benchmark: str, split: str | None = None) -> list[Task]:
     """Tasks by benchmark name (``humaneval``, ``mbpp``) or from a task JSONL file path."""
     if benchmark == "humaneval":
