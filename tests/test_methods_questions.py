@@ -103,6 +103,27 @@ def test_buckets_put_execution_first():
     assert (
         bucket(False, 6, True) == "medium"
         and bucket(False, 2.5, True) == "hard"
-        and bucket(False, None, True) == "hard"
+        and bucket(False, 6, True, crashed=True) == "medium"  # a judge's score, when given, splits the failures
     )
     assert bucket(True, 4, True, easy_min=4) == "easy" and bucket(False, 3.5, True, hard_max=4) == "hard"
+    # without a score: execution and lint alone; a wrong value from clean code is medium, a crash or findings hard
+    assert bucket(False, None, True) == "medium" and bucket(False, None, True, crashed=True) == "hard"
+    assert bucket(False, None, False) == "hard" and bucket(True, None, False) == "medium"
+
+
+def test_a_crash_is_told_from_a_wrong_value():
+    from iterkd.feedback.execution import execution_feedback
+    from iterkd.pipeline.iterkd import _crashed
+    from iterkd.sandbox import Job, Sandbox
+
+    programs = [
+        "def f(x):\n    return x\n",
+        "def f(x):\n    return y\n",
+        "def f(x) return\n",
+        "def f(x):\n    return 2 * x\n",
+    ]
+    with Sandbox(workers=1) as box:
+        results = box.map([Job(program=p, tests=["assert f(1) == 2"]) for p in programs])
+    records = [{"passed": r.passed, "status": r.status, "feedback": execution_feedback(r)} for r in results]
+    assert [r["passed"] for r in records] == [False, False, False, True]
+    assert [_crashed(r) for r in records] == [False, True, True, False]  # wrong value / NameError / syntax / ok

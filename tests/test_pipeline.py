@@ -179,12 +179,36 @@ def test_iterkd_two_rounds_then_resume_without_a_teacher_call(tmp_path):
     the second round's pool is the first round's hard seeds); then a round whose summary was lost is rebuilt
     from its stage records without starting the teacher."""
     from iterkd.pipeline import run_distill
+    from iterkd.teacher import TokenBudgetReached
 
     run = tmp_path / "run"
     teacher = f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 128, server_threads: 1, cache_path: {tmp_path / 'c.sqlite'}}}"
-    cfg = load_distill_config(None, [*ITERKD, teacher, f"run_dir={run}", "iterkd.rounds=2"], "iterkd")
+    evals = f"eval={{benchmarks: [{EASY}], max_tokens: 128}}"
+    args = [*ITERKD, teacher, evals, f"run_dir={run}", "iterkd.rounds=2"]
+    # a run budget of 1 token: the first teacher batch is sent, the next one is refused; the run stops cleanly
+    with pytest.raises(TokenBudgetReached, match="run teacher-token budget reached: [0-9]+ of 1 tokens"):
+        run_distill(load_distill_config(None, [*args, "iterkd.budget.run_tokens=1"], "iterkd"), progress=False)
+    stopped = json.loads((run / "summary.json").read_text())
+    assert stopped["rounds"] == [] and stopped["stopped"].startswith("run teacher-token budget reached")
+    first = (run / "rounds" / "r1" / "data" / "teacher_direct.jsonl").read_text().splitlines()
+    faulty = run / "rounds" / "r1" / "data" / "teacher_faulty.jsonl"
+    assert len(first) == 6 and (not faulty.exists() or faulty.read_text() == "")  # refused before its first batch
+    # rerun without the budget: it goes on from there, no call asked twice (nothing even served from the cache)
+    cfg = load_distill_config(None, args, "iterkd")
     summary = run_distill(cfg, progress=False)
+    assert summary["stopped"] is None and summary["teacher_this_call"]["usage"]["cached"] == 0
+    assert (run / "rounds" / "r1" / "data" / "teacher_direct.jsonl").read_text().splitlines() == first
     r1, r2 = summary["rounds"]
+    # the per-round curve: the base student, then each round's student, on the eval benchmark
+    for doc in (summary["base_eval"], r1["eval"], r2["eval"]):
+        assert doc["easy_tasks"]["n_tasks"] == 6 and 0 <= doc["easy_tasks"]["pass_at_k"]["pass@1"] <= 1
+    assert (run / "eval" / "base" / "easy_tasks" / "results.json").exists()
+    assert (run / "rounds" / "r2" / "eval" / "easy_tasks" / "results.json").exists()
+    spent = r1["teacher_tokens"]  # teacher and judge tokens of the round by stage file, from its records
+    assert spent["teacher_direct"] + spent["teacher_faulty"] == sum(
+        r1["pairs"][f"teacher_{k}_tokens"] for k in ("prompt", "completion")
+    )
+    assert spent["judge"] > 0 and spent["total"] == sum(v for k, v in spent.items() if k != "total")
     assert (r1["round"], r1["pool"]) == (1, 6) and r1["feedback"]["answers"] == 6
     assert sum(r1["feedback"]["buckets"].values()) == 6 and r1["next_pool"] == r2["pool"]
     assert r2["pool"] == r1["questions"]["accepted"] + r1["feedback"]["buckets"]["hard"]
@@ -202,3 +226,46 @@ def test_iterkd_two_rounds_then_resume_without_a_teacher_call(tmp_path):
     )
     assert again["teacher_this_call"] is None  # every teacher and judge call was on disk
     assert [r["feedback"] for r in again["rounds"]] == [r1["feedback"], r2["feedback"]]
+
+
+@pytest.mark.slow
+def test_iterkd_killed_mid_stage_resumes_without_asking_twice(tmp_path):
+    """kill -9 while the teacher answers a stage (its llama-server dies with it), then the same command again:
+    the records written before the kill are kept as they were, and no request reaches the teacher twice
+    (the rerun pays only for calls its cache did not have)."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from iterkd.pipeline import run_distill
+
+    run, cache = tmp_path / "run", tmp_path / "c.sqlite"
+    teacher = f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 128, server_threads: 1, concurrency: 1, cache_path: {cache}}}"
+    args = [*ITERKD, teacher, "eval={benchmarks: []}", f"run_dir={run}", "iterkd.rounds=1", "iterkd.judge=false"]
+    faulty = run / "rounds" / "r1" / "data" / "teacher_faulty.jsonl"  # 12 requests, asked 8 at a time
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    proc = subprocess.Popen([sys.executable, "-m", "iterkd", "distill", "--method", "iterkd", *args],
+                            env=dict(os.environ, PYTHONPATH=src), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 900
+    while proc.poll() is None and time.monotonic() < deadline:
+        if faulty.exists() and faulty.read_text().endswith("\n"):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # still answering the stage
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = faulty.read_text()
+    with sqlite3.connect(cache) as db:
+        cached_before = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    summary = run_distill(load_distill_config(None, args, "iterkd"), progress=False)
+    assert faulty.read_text().startswith(before)  # nothing written before the kill was lost or rewritten
+    keys = [json.loads(line)["key"] for line in faulty.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 12
+    usage = summary["teacher_this_call"]["usage"]
+    with sqlite3.connect(cache) as db:
+        cached_after = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    assert cached_after == cached_before + usage["calls"]  # every call the rerun paid for was a new request
+    assert summary["rounds"][0]["pairs"]["faulty_asked"] == 12

@@ -114,7 +114,12 @@ def _set(values: dict, key: str, value: Any, where: str) -> None:
         if head not in SECTIONS:
             raise UserError(f"{where}: {head!r} is not a section; {key!r} cannot be set")
         section = dict(values.get(head) or _default(head))
-        section[rest] = value
+        *outer, last = rest.split(".")  # deeper keys reach into a section's own sections (iterkd.budget.run_tokens)
+        inner = section
+        for part in outer:
+            inner[part] = dict(inner.get(part) or {}) if isinstance(inner.get(part, {}), dict) else {}
+            inner = inner[part]
+        inner[last] = value
         values[head] = section
     else:
         values[head] = value

@@ -19,15 +19,35 @@ leaves open are fields of ``IterKDConfig`` (ours, recorded in config.yaml).
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Optional
 
 from pydantic import Field
 
 from iterkd.config import ConfigModel
-from iterkd.io import atomic_write_json, atomic_write_lines, from_portable, portable_path, read_json, read_progress_log
+from iterkd.io import (
+    atomic_write_json,
+    atomic_write_lines,
+    atomic_write_text,
+    from_portable,
+    portable_path,
+    read_json,
+    read_progress_log,
+)
 from iterkd.tasks import write_task_file
+
+
+class Budget(ConfigModel):
+    """Teacher tokens (prompt + completion, the judge's included) a round and the whole run may spend, counted
+    from the stage records on disk (so a resumed run means the same budget); None = no limit. Reaching one
+    stops the run cleanly (exit 3); rerun with a higher budget to go on from there."""
+
+    where: ClassVar[str] = "iterkd.budget"
+
+    round_tokens: Optional[int] = Field(None, gt=0)
+    run_tokens: Optional[int] = Field(None, gt=0)
 
 
 class IterKDConfig(ConfigModel):
@@ -44,6 +64,7 @@ class IterKDConfig(ConfigModel):
     nll_weight: float = Field(1.0, ge=0)  # the weight of the NLL on the correct answer (RPO's alpha)
     judge: bool = True
     judge_variant: Literal["plain", "trace"] = "plain"
+    judge_in_buckets: bool = False  # the judge is measured every round; buckets use it only when this is true
     judge_max_tokens: int = Field(384, ge=16)
     easy_min: float = Field(5.0, ge=0, le=6)
     hard_max: float = Field(3.0, ge=0, le=6)
@@ -52,7 +73,8 @@ class IterKDConfig(ConfigModel):
     question_max_tokens: int = Field(512, ge=64)
     dedup_threshold: float = Field(0.7, gt=0, le=1)
     keep_hard_seeds: bool = True
-    train_from: Literal["previous", "base"] = "previous"
+    train_from: Literal["previous", "base"] = "previous"  # base: each round trains the base on all pairs so far
+    budget: Budget = Field(default_factory=Budget)
 
 
 class Round:
@@ -94,10 +116,16 @@ class Round:
         from iterkd.train.export import export_gguf
         from iterkd.train.preference import PreferenceConfig, train_preference
 
+        train_file = self.rdir / "pairs.jsonl"
+        if self.ic.train_from == "base":  # the base student, trained on every round's pairs so far
+            earlier = [self.rdir.parent / f"r{j}" / "pairs.jsonl" for j in range(1, self.k)]
+            rows = [line for f in [*earlier, train_file] for line in f.read_text(encoding="utf-8").splitlines()]
+            n_pairs, train_file = len(rows), self.rdir / "train_pairs.jsonl"
+            atomic_write_text(train_file, "".join(line + "\n" for line in rows))
         if n_pairs == 0:
             return dict(self.student)
         loss = (["sigmoid", "sft"], [1.0, self.ic.nll_weight]) if self.ic.loss == "dpo" else (["sft"], [1.0])
-        values = {**self.cfg.train, "model": self.student["train"], "train_file": str(self.rdir / "pairs.jsonl"),
+        values = {**self.cfg.train, "model": self.student["train"], "train_file": str(train_file),
                   "output_dir": str(self.rdir / "train"), "beta": self.ic.beta, "loss_type": loss[0],
                   "loss_weights": loss[1]}  # fmt: skip
         final = self.rdir / "train" / "final"
@@ -129,7 +157,8 @@ class Round:
                                    SamplingParams(temperature=0.0, max_tokens=self.ic.judge_max_tokens),
                                    self.data / "judge.jsonl", variant=self.ic.judge_variant, progress=self.progress)  # fmt: skip
             scores = {k: r["score"] for k, r in judged.items()}
-        buckets = {k: bucket(a["passed"], scores[k], reports[k].clean, self.ic.easy_min, self.ic.hard_max)
+        rank = scores if self.ic.judge_in_buckets else dict.fromkeys(answers)
+        buckets = {k: bucket(a["passed"], rank[k], reports[k].clean, self.ic.easy_min, self.ic.hard_max, _crashed(a))
                    for k, a in answers.items()}  # fmt: skip
         usable = [k for k in answers if scores[k] is not None]
         static = {c: sum(r.counts[c] > 0 for r in reports.values()) for c in CATEGORIES}
@@ -141,6 +170,11 @@ class Round:
             "judge_roc_auc": roc_auc([scores[k] for k in usable], [answers[k]["passed"] for k in usable]),
             "judge_fail_scored_5_plus": sum(not answers[k]["passed"] and scores[k] >= 5 for k in usable),
             "buckets": {b: sum(v == b for v in buckets.values()) for b in ("easy", "medium", "hard")},
+            "buckets_from": "execution + static + judge"
+            if self.ic.judge and self.ic.judge_in_buckets
+            else "execution + static (the judge is measured, not used: judge_in_buckets false)"
+            if self.ic.judge
+            else "execution + static (no judge)",
         }
         return buckets, doc
 
@@ -161,7 +195,8 @@ class Round:
         return nxt, asdict(stats)
 
     def run(self, teacher, teacher_params, sandbox, limits, pool_texts: list[str]) -> dict:
-        """The four steps, then ``next_pool.jsonl`` and ``summary.json`` (last: it marks the round finished)."""
+        """The four steps (+ the evaluation when ``eval.benchmarks`` is set), then ``next_pool.jsonl`` and
+        ``summary.json`` (last: it marks the round finished)."""
         write_task_file(self.rdir / "pool.jsonl", self.pool)
         pairs, pair_stats = self._timed("stage1_pairs", lambda: self.pairs(teacher, teacher_params, sandbox, limits))
         student = self._timed("training", lambda: self.train(len(pairs)))
@@ -170,12 +205,46 @@ class Round:
             "stage3_questions", lambda: self.questions(buckets, teacher, sandbox, limits, pool_texts)
         )
         write_task_file(self.rdir / "next_pool.jsonl", nxt)
+        scores = self._timed("evaluation", lambda: evaluate_student(self.cfg, student["generate"], self.rdir / "eval",
+                                                                    self.progress))  # fmt: skip
         run = self.rdir.parent.parent
-        summary = {"round": self.k, "pool": len(self.pool), "pairs": pair_stats, "trained": len(pairs) > 0,
+        summary = {"round": self.k, "pool": len(self.pool), "pairs": pair_stats,
+                   "trained": student["train"] != self.student["train"],
                    "student": {k: portable_path(v, run) for k, v in student.items()}, "feedback": feedback,
-                   "questions": questions, "next_pool": len(nxt), "seconds": self.times}  # fmt: skip
+                   "questions": questions, "next_pool": len(nxt), "eval": scores,
+                   "teacher_tokens": round_tokens(self.rdir), "seconds": self.times}  # fmt: skip
         atomic_write_json(self.rdir / "summary.json", summary)
         return summary
+
+
+def _crashed(record: dict) -> bool:
+    """A failing answer that did not even run to a wrong value: an exception, a syntax error, a timeout."""
+    return not record["passed"] and (record["status"] != "failed" or "\nERROR:" in "\n" + record.get("feedback", ""))
+
+
+def evaluate_student(cfg, model: str, out: Path, progress: bool) -> dict:
+    """pass@k of ``model`` on each ``eval.benchmarks`` entry in ``out/BENCH`` (resumable), generated with the
+    backend the student answers with in Stage II (``student_backend``); {} when no benchmark is set."""
+    from iterkd.evaluate.run import benchmark_name, run_eval
+
+    results = {}
+    for ecfg in cfg.sections()[3]:
+        name = benchmark_name(ecfg.benchmark)
+        doc = run_eval(ecfg.model_copy(update={"model": model, "backend": cfg.student_backend}), out / name,
+                       progress=progress)  # fmt: skip
+        results[name] = {"pass_at_k": doc["pass_at_k"], "n_tasks": doc["n_tasks"]}
+    return results
+
+
+def round_tokens(rdir: Path) -> dict:
+    """Teacher and judge tokens (prompt + completion) by stage-record file of a round on disk (the student's own
+    answers excluded) and their ``total``: what the round has spent, the same before and after a resume."""
+    spent = {}
+    for f in sorted((rdir / "data").glob("*.jsonl")):
+        if f.name != "student_answers.jsonl":
+            rows = read_progress_log(f, lambda r: json.dumps(r.get("key"))).values()
+            spent[f.stem] = sum(r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in rows)
+    return {**{k: v for k, v in spent.items() if v}, "total": sum(spent.values())}
 
 
 def _seed_pool(cfg) -> list:
@@ -198,20 +267,20 @@ def run_iterkd(cfg, progress: bool = True) -> dict:
 def _run(cfg, run: Path, progress: bool) -> dict:
     import yaml
 
-    from iterkd.io import atomic_write_text
     from iterkd.models.base import LazyGenerator
     from iterkd.sandbox import Limits, Sandbox
     from iterkd.tasks import load_task_file
-    from iterkd.teacher import load_teacher
+    from iterkd.teacher import TokenBudget, TokenBudgetReached, load_teacher
 
     ic = IterKDConfig.from_dict(cfg.iterkd, "iterkd")
     atomic_write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     _, teacher_cfg, _, _ = cfg.sections()
     base = {"train": cfg.student, "generate": cfg.student}
-    student, pool, prev, rounds = dict(base), _seed_pool(cfg), None, []
+    student, pool, prev, rounds, stopped = dict(base), _seed_pool(cfg), None, [], None
     pool_texts = [t.prompt for t in pool]
     limits = Limits(timeout_s=cfg.sandbox_timeout)
     teacher = LazyGenerator(lambda: load_teacher(teacher_cfg))  # started only if a call is not on disk yet
+    base_eval = evaluate_student(cfg, cfg.student, run / "eval" / "base", progress) if cfg.eval_base else {}
     try:
         with Sandbox(limits=limits) as sandbox:
             for k in range(1, ic.rounds + 1):
@@ -220,29 +289,49 @@ def _run(cfg, run: Path, progress: bool) -> dict:
                 if done is None:
                     if not pool:
                         break  # nothing left to ask: the previous round wrote no question and kept no seed
+                    here = round_tokens(rdir)["total"]
+                    earlier = sum(round_tokens(rdir.parent / f"r{j}")["total"] for j in range(1, k))
+                    budgeted = TokenBudget(TokenBudget(teacher, ic.budget.run_tokens, earlier + here, "run"),
+                                           ic.budget.round_tokens, here, f"round {k}")  # fmt: skip
                     r = Round(cfg, ic, k, rdir, student, pool, prev, progress)
-                    done = r.run(teacher, teacher_cfg.sampling(), sandbox, limits, pool_texts)
+                    done = r.run(budgeted, teacher_cfg.sampling(), sandbox, limits, pool_texts)
                 rounds.append(done)
                 student = {k: from_portable(v, run) for k, v in done["student"].items()}
                 student = student if ic.train_from == "previous" else dict(base)
                 pool, prev = load_task_file(rdir / "next_pool.jsonl"), rdir
                 pool_texts += [t.prompt for t in pool]
-        usage = teacher.as_dict() if teacher.loaded else None
+    except TokenBudgetReached as exc:
+        stopped = exc
     finally:
+        usage = teacher.as_dict() if teacher.loaded else None
         teacher.close()
-    summary = {"method": "iterkd", "run_dir": cfg.run_dir, "iterkd": ic.to_dict(), "rounds": rounds,
-               "teacher_this_call": usage}  # fmt: skip
+    summary = {"method": "iterkd", "run_dir": cfg.run_dir, "iterkd": ic.to_dict(), "base_eval": base_eval,
+               "rounds": rounds, "stopped": str(stopped) if stopped else None, "teacher_this_call": usage}  # fmt: skip
     atomic_write_json(run / "summary.json", summary)
+    if stopped is not None:
+        raise stopped
     return summary
 
 
 def format_rounds(summary: dict) -> str:
+    """The run as a table: a line per round (and the base student's pass@1 when evaluated)."""
+    benches = list(summary.get("base_eval") or (summary["rounds"][0].get("eval", {}) if summary["rounds"] else {}))
+    head = "".join(f" {b[:10]:>10}" for b in benches)
     lines = [f"method     iterkd   run {summary['run_dir']}   rounds {len(summary['rounds'])}",
-             f"{'round':<6} {'pool':>5} {'pairs':>6} {'passed':>7} {'easy/med/hard':>14} {'new q':>6} {'judge AUC':>10}"]  # fmt: skip
+             f"{'round':<6} {'pool':>5} {'pairs':>6} {'passed':>7} {'easy/med/hard':>14} {'new q':>6} {'judge AUC':>10} "
+             f"{'tokens':>8}{head}"]  # fmt: skip
+    pct = lambda doc, b: f" {100 * doc[b]['pass_at_k']['pass@1']:9.1f}%" if b in doc else f" {'-':>10}"  # noqa: E731
+    if summary.get("base_eval"):
+        lines.append(f"{'base':<6} {'':>5} {'':>6} {'':>7} {'':>14} {'':>6} {'':>10} {'':>8}"
+                     + "".join(pct(summary["base_eval"], b) for b in benches))  # fmt: skip
     for r in summary["rounds"]:
         b, f = r["feedback"]["buckets"], r["feedback"]
         auc = f"{f['judge_roc_auc']:.2f}" if f["judge_roc_auc"] is not None else "-"
+        tokens = r.get("teacher_tokens", {}).get("total", "-")
         lines.append(f"{r['round']:<6} {r['pool']:>5} {r['pairs']['teacher_pairs'] + r['pairs']['student_pairs']:>6} "
                      f"{f['passed']:>3}/{f['answers']:<3} {b['easy']:>4}/{b['medium']}/{b['hard']:<5} "
-                     f"{r['questions']['accepted']:>6} {auc:>10}")  # fmt: skip
+                     f"{r['questions']['accepted']:>6} {auc:>10} {tokens:>8}"
+                     + "".join(pct(r.get("eval", {}), x) for x in benches))  # fmt: skip
+    if summary.get("stopped"):
+        lines.append(f"stopped: {summary['stopped']}")
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
     config.py   TeacherConfig (a config file's ``teacher:`` section)
     client.py   OpenAIChatGenerator: parallel requests, retries, the cache, the ledger; ``load_teacher``
-    ledger.py   tokens and cost per stage, the budget (``BudgetExceeded``)
+    ledger.py   tokens and cost per stage, the budgets (``BudgetExceeded``; ``TokenBudget`` for IterKD)
     cache.py    the SQLite cache of calls (a rerun never pays twice)
 
 Importing this package is cheap: the ``openai`` package is imported when a client is built.
@@ -10,7 +10,7 @@ Importing this package is cheap: the ``openai`` package is imported when a clien
 
 from iterkd.teacher.client import OpenAIChatGenerator, TeacherRequestError, load_teacher
 from iterkd.teacher.config import DEFAULT_TEACHER, TeacherConfig
-from iterkd.teacher.ledger import BudgetExceeded, Ledger, Usage
+from iterkd.teacher.ledger import BudgetExceeded, Ledger, TokenBudget, TokenBudgetReached, Usage
 
 __all__ = [
     "DEFAULT_TEACHER",
@@ -19,6 +19,8 @@ __all__ = [
     "OpenAIChatGenerator",
     "TeacherConfig",
     "TeacherRequestError",
+    "TokenBudget",
+    "TokenBudgetReached",
     "Usage",
     "load_teacher",
 ]
