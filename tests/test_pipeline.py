@@ -174,6 +174,7 @@ def test_iterkd_section_is_checked_before_any_work(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # minutes on an idle 2-core VM; room for a loaded one
 def test_iterkd_two_rounds_then_resume_without_a_teacher_call(tmp_path):
     """Two real rounds (SmolLM2-135M as teacher, judge and student: it writes few pairs and no new question, so
     the second round's pool is the first round's hard seeds); then a round whose summary was lost is rebuilt
@@ -229,6 +230,7 @@ def test_iterkd_two_rounds_then_resume_without_a_teacher_call(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # minutes on an idle 2-core VM; room for a loaded one
 def test_iterkd_killed_mid_stage_resumes_without_asking_twice(tmp_path):
     """kill -9 while the teacher answers a stage (its llama-server dies with it), then the same command again:
     the records written before the kill are kept as they were, and no request reaches the teacher twice
