@@ -173,6 +173,14 @@ def test_iterkd_section_is_checked_before_any_work(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def _cache_rows(path: Path) -> int:
+    """Teacher calls stored in a teacher cache file (one row per distinct request)."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1500)  # minutes on an idle 2-core VM; room for a loaded one
 def test_iterkd_two_rounds_then_resume_without_a_teacher_call(tmp_path):
@@ -194,10 +202,12 @@ def test_iterkd_two_rounds_then_resume_without_a_teacher_call(tmp_path):
     first = (run / "rounds" / "r1" / "data" / "teacher_direct.jsonl").read_text().splitlines()
     faulty = run / "rounds" / "r1" / "data" / "teacher_faulty.jsonl"
     assert len(first) == 6 and (not faulty.exists() or faulty.read_text() == "")  # refused before its first batch
-    # rerun without the budget: it goes on from there, no call asked twice (nothing even served from the cache)
-    cfg = load_distill_config(None, args, "iterkd")
-    summary = run_distill(cfg, progress=False)
-    assert summary["stopped"] is None and summary["teacher_this_call"]["usage"]["cached"] == 0
+    # rerun without the budget: it goes on from there and pays for no call twice (round 2 asks again for the
+    # hard seeds of round 1, which the cache answers: every paid call is a new row of the cache)
+    cached_before = _cache_rows(tmp_path / "c.sqlite")
+    summary = run_distill(load_distill_config(None, args, "iterkd"), progress=False)
+    assert summary["stopped"] is None
+    assert _cache_rows(tmp_path / "c.sqlite") == cached_before + summary["teacher_this_call"]["usage"]["calls"]
     assert (run / "rounds" / "r1" / "data" / "teacher_direct.jsonl").read_text().splitlines() == first
     r1, r2 = summary["rounds"]
     # the per-round curve: the base student, then each round's student, on the eval benchmark
@@ -222,9 +232,7 @@ def test_iterkd_two_rounds_then_resume_without_a_teacher_call(tmp_path):
     assert r1["pairs"]["student_pairs"] == 0  # no earlier answers of the student in round 1
     assert json.loads((run / "summary.json").read_text())["rounds"] == summary["rounds"]
     (run / "rounds" / "r2" / "summary.json").unlink()  # as if killed after round 2's last stage
-    again = run_distill(
-        load_distill_config(None, [*ITERKD, teacher, f"run_dir={run}", "iterkd.rounds=2"], "iterkd"), progress=False
-    )
+    again = run_distill(load_distill_config(None, args, "iterkd"), progress=False)
     assert again["teacher_this_call"] is None  # every teacher and judge call was on disk
     assert [r["feedback"] for r in again["rounds"]] == [r1["feedback"], r2["feedback"]]
 
@@ -237,7 +245,6 @@ def test_iterkd_killed_mid_stage_resumes_without_asking_twice(tmp_path):
     (the rerun pays only for calls its cache did not have)."""
     import os
     import signal
-    import sqlite3
     import subprocess
     import sys
     import time
@@ -260,14 +267,12 @@ def test_iterkd_killed_mid_stage_resumes_without_asking_twice(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = faulty.read_text()
-    with sqlite3.connect(cache) as db:
-        cached_before = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    cached_before = _cache_rows(cache)
     summary = run_distill(load_distill_config(None, args, "iterkd"), progress=False)
     assert faulty.read_text().startswith(before)  # nothing written before the kill was lost or rewritten
     keys = [json.loads(line)["key"] for line in faulty.read_text().splitlines()]
     assert len(keys) == len(set(keys)) == 12
-    usage = summary["teacher_this_call"]["usage"]
-    with sqlite3.connect(cache) as db:
-        cached_after = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
-    assert cached_after == cached_before + usage["calls"]  # every call the rerun paid for was a new request
+    assert (
+        _cache_rows(cache) == cached_before + summary["teacher_this_call"]["usage"]["calls"]
+    )  # every call the rerun paid for was a new request
     assert summary["rounds"][0]["pairs"]["faulty_asked"] == 12
