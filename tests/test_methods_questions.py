@@ -112,8 +112,7 @@ def test_buckets_put_execution_first():
 
 
 def test_a_crash_is_told_from_a_wrong_value():
-    from iterkd.feedback.execution import execution_feedback
-    from iterkd.pipeline.iterkd import _crashed
+    from iterkd.feedback.execution import crashed, execution_feedback
     from iterkd.sandbox import Job, Sandbox
 
     programs = [
@@ -126,4 +125,4 @@ def test_a_crash_is_told_from_a_wrong_value():
         results = box.map([Job(program=p, tests=["assert f(1) == 2"]) for p in programs])
     records = [{"passed": r.passed, "status": r.status, "feedback": execution_feedback(r)} for r in results]
     assert [r["passed"] for r in records] == [False, False, False, True]
-    assert [_crashed(r) for r in records] == [False, True, True, False]  # wrong value / NameError / syntax / ok
+    assert [crashed(r) for r in records] == [False, True, True, False]  # wrong value / NameError / syntax / ok

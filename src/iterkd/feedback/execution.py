@@ -32,3 +32,9 @@ def execution_feedback(result: Result | dict, words_per_line: int = 50) -> str:
     else:
         text = r.get("feedback") or ("ERROR: " + (r.get("reason") or r["status"]))
     return "\n".join(_words(line, words_per_line) for line in text.splitlines())
+
+
+def crashed(record: dict) -> bool:
+    """A failing stage record (``status``, ``feedback`` as ``execution_feedback`` writes it) whose program did not
+    even run to a wrong value: an exception (an ``ERROR:`` line), a syntax error, a timeout."""
+    return not record["passed"] and (record["status"] != "failed" or "\nERROR:" in "\n" + record.get("feedback", ""))

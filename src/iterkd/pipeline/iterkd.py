@@ -136,6 +136,7 @@ class Round:
     def feedback(self, student: dict, teacher, sandbox, limits) -> tuple[dict, dict]:
         """Stage II on the pool: the student's answers, their verdicts, lint and judge; buckets by task id."""
         from iterkd.codegen.prompts import direct_messages
+        from iterkd.feedback.execution import crashed
         from iterkd.feedback.judge import judge_answers, roc_auc
         from iterkd.feedback.static import CATEGORIES, lint
         from iterkd.methods.questions import bucket
@@ -158,7 +159,7 @@ class Round:
                                    self.data / "judge.jsonl", variant=self.ic.judge_variant, progress=self.progress)  # fmt: skip
             scores = {k: r["score"] for k, r in judged.items()}
         rank = scores if self.ic.judge_in_buckets else dict.fromkeys(answers)
-        buckets = {k: bucket(a["passed"], rank[k], reports[k].clean, self.ic.easy_min, self.ic.hard_max, _crashed(a))
+        buckets = {k: bucket(a["passed"], rank[k], reports[k].clean, self.ic.easy_min, self.ic.hard_max, crashed(a))
                    for k, a in answers.items()}  # fmt: skip
         usable = [k for k in answers if scores[k] is not None]
         static = {c: sum(r.counts[c] > 0 for r in reports.values()) for c in CATEGORIES}
@@ -215,11 +216,6 @@ class Round:
                    "teacher_tokens": round_tokens(self.rdir), "seconds": self.times}  # fmt: skip
         atomic_write_json(self.rdir / "summary.json", summary)
         return summary
-
-
-def _crashed(record: dict) -> bool:
-    """A failing answer that did not even run to a wrong value: an exception, a syntax error, a timeout."""
-    return not record["passed"] and (record["status"] != "failed" or "\nERROR:" in "\n" + record.get("feedback", ""))
 
 
 def evaluate_student(cfg, model: str, out: Path, progress: bool) -> dict:
