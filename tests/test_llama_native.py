@@ -138,3 +138,63 @@ def test_build_step_runner_logs_output_and_reports_failures(tmp_path, capfd):
                                 "building llama-server 100%"]  # fmt: skip
     with (tmp_path / "c.log").open("w") as log, pytest.raises(UserError, match="build step failed(.|\n)*broken"):
         _run_logged(["sh", "-c", "echo broken; exit 3"], log, progress=False)
+
+
+@needs_native
+def test_auto_backend_serves_the_registry_student_as_q8_0(tmp_path, monkeypatch):
+    """`auto` picks the native server when it is built, and the registry student is served re-quantised to its
+    serve_quant type (Q4_1 -> Q8_0: the same weights, kernels that batch); without a built server `auto` is
+    llama.cpp in-process."""
+    import gguf
+
+    from iterkd.models.load import resolve_backend, server_kw
+    from iterkd.models.registry import model_path, serving_path
+
+    assert resolve_backend(MODEL) == "llama-server" and server_kw(MODEL, "auto", 5) == {"parallel": 5}
+    served = serving_path(MODEL)
+    assert served.name == f"{MODEL}.q8_0.gguf" and serving_path(MODEL) == served
+    types = {t.tensor_type.name for t in gguf.GGUFReader(served).tensors}
+    assert "Q8_0" in types and "Q4_1" not in types
+    gguf_file = model_path(MODEL)
+    monkeypatch.setenv("ITERKD_CACHE", str(tmp_path / "cache"))  # an empty cache: no server built there
+    assert resolve_backend(str(gguf_file)) == "llamacpp" and server_kw(str(gguf_file), "auto", 5) == {}
+    with pytest.raises(UserError, match="flash_attn must be"):
+        LlamaServer(MODEL, flash_attn="yes")
+
+
+@needs_native
+def test_server_stage_mixes_samples_and_overlaps_batches(tmp_path):
+    """run_stage hands a server client one SamplingParams per request: 5 tasks x 3 samples in queues of 8 take 2
+    calls (one per sample index would take 3), every record lands once, and the seconds booked (each batch's
+    share of the wall time) add up to no more than the time the stage took."""
+    from iterkd.codegen import build_messages
+    from iterkd.stages import Request, StageStats, run_stage
+    from iterkd.tasks import load_tasks
+
+    tasks = load_tasks("humaneval")[:5]
+    reqs = [
+        Request(
+            (t.task_id, i), t, build_messages(t), {"sample": i}, SamplingParams(temperature=0.5, max_tokens=24, seed=i)
+        )
+        for i in range(3)
+        for t in tasks
+    ]
+
+    def records(batch, completions, seconds):
+        return [{"task_id": r.task.task_id, "sample": r.meta["sample"], "n": c.completion_tokens,
+                 "seconds": seconds / len(batch)} for r, c in zip(batch, completions)]  # fmt: skip
+
+    gen = load_generator(MODEL, backend="llama-server", parallel=2, server_threads=1)
+    try:
+        stats = StageStats()
+        began = time.perf_counter()
+        done = run_stage("t", gen, reqs, None, tmp_path / "log.jsonl", records,
+                         key=lambda r: (r["task_id"], r["sample"]), batch_size=2, progress=False, stats=stats)  # fmt: skip
+        wall = time.perf_counter() - began
+        assert gen.stats.calls == 2 and gen.requests_sent == 15
+    finally:
+        gen.close()
+    assert list(done) == [r.key for r in reqs] and all(row["n"] > 0 for row in done.values())
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert sorted((json.loads(x)["task_id"], json.loads(x)["sample"]) for x in lines) == sorted(done)
+    assert stats.generated_now == 15 and 0 < stats.seconds <= wall

@@ -69,7 +69,7 @@ def test_unknown_backend_and_llamacpp_needs_gguf():
 def llama():
     if not has_llama:
         pytest.skip("llama-cpp-python is not installed")
-    g = load_generator(MODEL, backend="auto")
+    g = load_generator(MODEL, backend="llamacpp")
     yield g
     g.close()
 

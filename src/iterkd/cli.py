@@ -94,14 +94,17 @@ def eval_(
     n_samples: int = typer.Option(1, "--n-samples", "-n", help="Samples per task (pass@k needs n >= k)."),
     temperature: float = typer.Option(0.0, help="Sampling temperature (0 = greedy)."),
     top_p: float = typer.Option(0.95, help="Nucleus sampling p (ignored when greedy)."),
+    top_k: int = typer.Option(
+        50, help="Sample from the k most likely tokens (0 = all; 50 is transformers' default; ignored when greedy)."
+    ),
     max_tokens: int = typer.Option(512, help="Most tokens generated per answer."),
     seed: int = typer.Option(0, help="Sampling seed; sample i of each task uses seed + i."),
     backend: str = typer.Option(
         "auto",
-        help="auto, llama.cpp, transformers or llama-server (llama.cpp's native server, built by `iterkd models build-server`: --batch-size requests decoded together, the fastest CPU path for a GGUF).",
+        help="auto, llama.cpp, transformers or llama-server. auto: a registry model or .gguf file goes to llama.cpp's native server when it is built (`iterkd models build-server`; --batch-size requests decoded together, the fastest CPU path), else to llama.cpp in-process; a Hugging Face model to transformers.",
     ),
     batch_size: int = typer.Option(
-        8, help="Prompts per generation call (batched on transformers; parallel slots on llama-server)."
+        16, help="Prompts per generation call (batched on transformers; parallel slots on llama-server)."
     ),
     repair_steps: int = typer.Option(
         0,
@@ -132,6 +135,7 @@ def eval_(
         repair_steps,
         workers,
         timeout,
+        top_k=top_k,
     )
     results = run_eval(cfg, out, progress=not quiet)
     print_table(results)

@@ -10,8 +10,9 @@ Contract: a request's ``key`` is unique in its stage and equals ``key(row)`` of 
 reads the log, skips the keys already there and asks only for the rest, so a crash or Ctrl-C loses at most
 one batch (a cut last line is skipped and redone; the teacher's cache makes even that free).
 Requests go to the generator ``queue_size(generator, batch_size)`` at a time, consecutive requests with the
-same sampling parameters together; the generator is touched only when something is left to do (so a
-``LazyGenerator`` whose stage is complete loads no model and starts no server).
+same sampling parameters together (a server client takes mixed ones, and gets the next batch while this one is
+recorded); the generator is touched only when something is left to do (so a ``LazyGenerator`` whose stage is
+complete loads no model and starts no server).
 """
 
 from __future__ import annotations
@@ -56,11 +57,12 @@ class StageStats:
 Records = Callable[[list[Request], list, float], list[dict]]
 
 
-def _batches(todo: list[Request], size: int):
-    """Consecutive runs of at most ``size`` requests that share one SamplingParams object (``params``)."""
+def _batches(todo: list[Request], size: int, mixed: bool = False):
+    """Consecutive runs of at most ``size`` requests that share one SamplingParams object (``params``), or any
+    ``size`` consecutive requests when the generator takes one SamplingParams per conversation (``mixed``)."""
     batch: list[Request] = []
     for r in todo:
-        if batch and (len(batch) == size or r.params is not batch[0].params):
+        if batch and (len(batch) == size or (not mixed and r.params is not batch[0].params)):
             yield batch
             batch = []
         batch.append(r)
@@ -90,12 +92,11 @@ def run_stage(
     stats = stats if stats is not None else StageStats()
     if todo:
         chunk = queue_size(generator, batch_size)
+        # a server client takes one SamplingParams per conversation: requests that differ only in their seed (the
+        # samples of an evaluation) share a batch instead of each sample index waiting for its slowest answer
+        mixed = bool(getattr(generator, "mixed_params", False))
         with ProgressLog(path) as log, tqdm(total=len(todo), desc=name, unit="request", disable=not progress) as bar:
-            for batch in _batches(todo, chunk):
-                began = time.perf_counter()
-                outs = generator.chat([r.messages for r in batch], batch[0].params or params, n=1)
-                spent = time.perf_counter() - began
-                completions = [o[0] for o in outs]
+            for batch, completions, spent in _answered(generator, _batches(todo, chunk, mixed), params, mixed):
                 rows = records(batch, completions, spent)
                 log.append(rows)
                 done.update((r.key, row) for r, row in zip(batch, rows))
@@ -105,6 +106,45 @@ def run_stage(
                 stats.completion_tokens += sum(c.completion_tokens for c in completions)
                 bar.update(len(batch))
     return {r.key: done[r.key] for r in requests}
+
+
+def _answered(generator, batches, params, mixed: bool):
+    """(batch, one completion per request, seconds) per batch, in order. A server client (``mixed``) is given
+    the next batch while the caller records this one (runs its answers in the sandbox, say), so its slots never
+    wait for a batch's slowest answer or for the sandbox; seconds are then each batch's share of the wall time
+    (from the later of its start and the previous batch's end), so that they add up to the time spent."""
+    import concurrent.futures as cf
+
+    def ask(batch):
+        began = time.perf_counter()
+        how = [r.params or params for r in batch] if mixed else batch[0].params or params
+        outs = generator.chat([r.messages for r in batch], how, n=1)
+        return began, [o[0] for o in outs], time.perf_counter()
+
+    if not mixed:
+        for batch in batches:
+            began, completions, ended = ask(batch)
+            yield batch, completions, ended - began
+        return
+    last_end = 0.0
+    pool = cf.ThreadPoolExecutor(2, thread_name_prefix="iterkd-stage")  # two chat calls in flight at most
+    ahead: list = []
+    try:
+        for batch in batches:
+            ahead.append((batch, pool.submit(ask, batch)))
+            if len(ahead) < 2:
+                continue
+            batch0, fut = ahead.pop(0)
+            began, completions, ended = fut.result()
+            yield batch0, completions, ended - max(began, last_end)
+            last_end = ended
+        while ahead:
+            batch0, fut = ahead.pop(0)
+            began, completions, ended = fut.result()
+            yield batch0, completions, ended - max(began, last_end)
+            last_end = ended
+    finally:  # an error or Ctrl-C: do not wait for the batch still in flight (closing the generator ends it)
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def verified_records(name: str, sandbox, limits) -> Records:

@@ -27,6 +27,7 @@ class GenerationSettings:
     seed: int
     backend: str
     prompt_version: str = ""
+    top_k: int = 0
 
     def __post_init__(self) -> None:
         from iterkd.codegen.prompts import PROMPT_VERSION
@@ -35,14 +36,8 @@ class GenerationSettings:
 
 
 def _check_settings(out: Path, settings: GenerationSettings) -> None:
-    pin_settings(out / "generation_config.json", asdict(settings), str(out), "use another --out")
-
-
-def server_kw(backend: str, batch_size: int) -> dict:
-    """Backend arguments: the llama-server backend decodes ``batch_size`` requests together."""
-    from iterkd.models.load import canonical_backend
-
-    return {"parallel": batch_size} if canonical_backend(backend) == "llama-server" else {}
+    # runs from before top_k was a setting sampled without it
+    pin_settings(out / "generation_config.json", asdict(settings), str(out), "use another --out", {"top_k": 0})
 
 
 def _raw_records(batch: list[Request], completions: list, seconds: float) -> list[dict]:
@@ -72,6 +67,7 @@ def _requests(tasks: list[Task], settings: GenerationSettings) -> list[Request]:
         params = SamplingParams(
             temperature=settings.temperature,
             top_p=settings.top_p,
+            top_k=settings.top_k,
             max_tokens=settings.max_tokens,
             seed=settings.seed + i,
         )
@@ -110,7 +106,9 @@ def generate(
     from iterkd.models.base import LazyGenerator
 
     _check_settings(out, settings)
-    kw = server_kw(settings.backend, batch_size)
+    from iterkd.models.load import resolve_backend, server_kw
+
+    kw = server_kw(settings.model, settings.backend, batch_size)
     generator = LazyGenerator(lambda: load_generator(settings.model, backend=settings.backend, **kw))
     stats = StageStats()
     try:
@@ -129,4 +127,4 @@ def generate(
     finally:
         generator.close()
     _write_samples(tasks, settings.n_samples, done, out)
-    return _totals(stats, list(done.values()))
+    return {"backend": resolve_backend(settings.model, settings.backend), **_totals(stats, list(done.values()))}

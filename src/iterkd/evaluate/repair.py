@@ -55,13 +55,15 @@ def repair_steps(cfg, tasks: list[Task], solutions: list[str], out: Path, progre
 
     ``solutions`` are in task-major order (task 0's samples, then task 1's, ...)."""
     from iterkd.codegen import refine_messages
-    from iterkd.evaluate.generate import server_kw
     from iterkd.models import SamplingParams, load_generator
     from iterkd.models.base import LazyGenerator
+    from iterkd.models.load import server_kw
     from iterkd.sandbox import Limits, Sandbox
 
     _pin_prompt(out)
-    params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed)
+    params = SamplingParams(
+        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_tokens=cfg.max_tokens, seed=cfg.seed
+    )
     limits = Limits() if cfg.timeout is None else Limits(timeout_s=cfg.timeout)
     n_samples, steps, workers, batch_size = cfg.n_samples, cfg.repair_steps, cfg.workers, cfg.batch_size
     items = [(t, i) for t in tasks for i in range(n_samples)]
@@ -69,7 +71,7 @@ def repair_steps(cfg, tasks: list[Task], solutions: list[str], out: Path, progre
     paths = [out / "samples.step0.jsonl"]
     write_samples(paths[0], [sample_row(t, s) for (t, _), s in zip(items, current)])
     generator = LazyGenerator(
-        lambda: load_generator(cfg.model, backend=cfg.backend, **server_kw(cfg.backend, cfg.batch_size))
+        lambda: load_generator(cfg.model, backend=cfg.backend, **server_kw(cfg.model, cfg.backend, cfg.batch_size))
     )
     try:
         with Sandbox(workers=workers, limits=limits) as sandbox:

@@ -33,10 +33,14 @@ class EvalConfig(ConfigModel):
     max_tokens: int = Field(512, gt=0)
     seed: int = 0
     backend: str = "auto"
-    batch_size: int = Field(8, gt=0)
+    batch_size: int = Field(16, gt=0)
     repair_steps: int = Field(0, ge=0)
     workers: Optional[int] = Field(None, gt=0)
     timeout: Optional[float] = Field(None, gt=0)
+    # sampling keeps the k most likely tokens (0 = all). 50 is transformers' own default; over a 49k vocabulary
+    # it spares the top_p sort most of its work (llama-server x16: ~18% more tokens/s) and changes nothing
+    # measurable at temperature 0.2 (issue 20)
+    top_k: int = Field(50, ge=0)
 
     @field_validator("backend")
     @classmethod
@@ -95,6 +99,7 @@ def _run_eval(cfg: EvalConfig, out: Path, progress: bool) -> dict:
         cfg.max_tokens,
         cfg.seed,
         cfg.backend,
+        top_k=cfg.top_k if cfg.temperature > 0 else 0,  # ignored when greedy: greedy runs pin 0
     )
     began = time.perf_counter()
     stats = generate(tasks, settings, out, batch_size=cfg.batch_size, progress=progress)

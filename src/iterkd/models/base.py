@@ -108,6 +108,8 @@ class BaseGenerator:
     # requests the backend works on at once (a server's slots, a client's threads): callers keep more than this
     # queued so that no slot waits for the slowest answer of a batch
     concurrent_requests: int = 1
+    # chat() takes a list of SamplingParams, one per conversation (server clients)
+    mixed_params: bool = False
 
     def __init__(self) -> None:
         self.stats = GenStats()

@@ -100,6 +100,7 @@ class LlamaServer:
     ``/v1/models`` to answer. extra_args: more command-line arguments for the server. parallel: slots of the
     native server (requests decoded together). impl: "auto", "native" or "python". kv_unified: one KV pool
     shared by the native server's slots instead of one stream per slot (slower for many long answers).
+    flash_attn: the native server's ``--flash-attn`` (auto, on, off).
     """
 
     def __init__(
@@ -119,11 +120,14 @@ class LlamaServer:
         parallel: int = 1,
         impl: str = "auto",
         kv_unified: bool = False,
+        flash_attn: str = "auto",
     ) -> None:
         if impl not in IMPLS:
             raise UserError(f"llama.cpp server: unknown impl {impl!r}; choose one of {', '.join(IMPLS)}")
         if parallel < 1:
             raise UserError(f"llama.cpp server: parallel must be >= 1, got {parallel}")
+        if flash_attn not in ("auto", "on", "off"):
+            raise UserError(f"llama.cpp server: flash_attn must be auto, on or off, got {flash_attn!r}")
         self.model = str(model)
         self.host = host
         self.port = port
@@ -138,6 +142,7 @@ class LlamaServer:
         self.extra_args = list(extra_args)
         self.parallel = parallel
         self.kv_unified = kv_unified
+        self.flash_attn = flash_attn
         self.impl = impl
         self.binary: Path | None = None  # the native llama-server, when that is what runs
         self.model_name: str = ""
@@ -201,7 +206,7 @@ class LlamaServer:
                 # one KV stream per slot: with a unified pool every sequence attends over all slots' cells
                 "--kv-unified" if self.kv_unified else "--no-kv-unified",
                 "--threads", str(self.n_threads), "--threads-batch", str(self.n_threads),
-                "--jinja", "--no-webui", "--cont-batching",
+                "--jinja", "--no-webui", "--cont-batching", "--flash-attn", self.flash_attn,
             ]  # fmt: skip
             if not extra_bufts:
                 cmd.append("--no-repack")

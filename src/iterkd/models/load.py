@@ -38,33 +38,66 @@ def _servable(model: str) -> bool:
     return model.strip().lower() in MODELS or model.strip().lower().endswith(".gguf")
 
 
+def native_server_built() -> bool:
+    from iterkd.models.llamacpp_source import native_server
+
+    return native_server() is not None
+
+
+def resolve_backend(model: str, backend: str = "auto") -> str:
+    """The concrete backend ``load_generator`` uses for ``model``: ``"auto"`` -> ``"llama-server"`` for a
+    registry name or .gguf path when llama.cpp's native server is built (``iterkd models build-server``; it
+    decodes many requests together), else ``"llamacpp"`` for a GGUF when llama-cpp-python is installed, else
+    ``"hf"``; any other name is returned in its canonical form."""
+    from iterkd.models.registry import resolve
+
+    b = canonical_backend(backend)
+    if b != "auto":
+        return b
+    if _servable(model) and native_server_built():
+        return "llama-server"
+    return "llamacpp" if resolve(model).is_gguf and llama_cpp_available() else "hf"
+
+
+def server_kw(model: str, backend: str, batch_size: int) -> dict:
+    """Backend arguments for ``load_generator``: the llama-server backend (also what "auto" picks when it is
+    built) decodes ``batch_size`` requests together."""
+    return {"parallel": batch_size} if resolve_backend(model, backend) == "llama-server" else {}
+
+
 def load_generator(model: str, backend: str = "auto", **kw) -> Generator:
     """Load ``model`` (registry name, .gguf path, HF directory or hub id) with a backend.
 
-    backend: ``"auto"`` (GGUF -> llama.cpp, falling back to transformers if llama-cpp-python is not
-    installed; HF directory / hub id -> transformers), ``"llamacpp"`` or ``"hf"`` (aliases
+    backend: ``"auto"`` (see ``resolve_backend``: a registry name or .gguf path -> llama-server when it is built,
+    else llama.cpp in-process, falling back to transformers if llama-cpp-python is not installed; HF directory /
+    hub id -> transformers), ``"llamacpp"`` or ``"hf"`` (aliases
     ``"llama.cpp"``, ``"transformers"``), or ``"openai"`` (an OpenAI-compatible endpoint, see
     ``iterkd.teacher``: ``model`` is the endpoint's model name and the keyword arguments are
     ``TeacherConfig`` fields such as base_url; a registry name or .gguf path without base_url is served by an
     embedded llama.cpp server), or ``"llama-server"`` (alias ``"server"``: a registry name or .gguf path served
-    by llama.cpp's native llama-server, ``parallel`` requests decoded together -- the fast path for many prompts
-    on a CPU; answers are not cached, callers keep them). Extra keyword arguments go to the backend's
+    by llama.cpp's native llama-server, ``parallel`` requests decoded together (default 16) with flash
+    attention, a registry model in its ``serve_quant`` type -- the fast path for many prompts on a CPU; answers
+    are not cached, callers keep them). Extra keyword arguments go to the backend's
     constructor (llama.cpp: n_ctx, n_threads, n_gpu_layers, seed, verbose; transformers: device, dtype,
     batch_size; llama-server: parallel, server_threads, server_n_ctx).
     """
-    from iterkd.models.registry import resolve
+    from iterkd.models.registry import MODELS, resolve, serving_path
 
     b = canonical_backend(backend)
+    if b == "auto" and _servable(model):
+        b = resolve_backend(model, b)
     if b == "llama-server":
         from iterkd.teacher import TeacherConfig, load_teacher
 
         if not _servable(model):
             raise UserError(f"{model}: the llama-server backend serves a registry model or a .gguf file")
-        parallel = int(kw.pop("parallel", 8))
+        parallel = int(kw.pop("parallel", 16))
+        name = model.strip().lower()
         cfg = {
-            "served_model": model,
+            "served_model": str(serving_path(name)) if name in MODELS else model,
             "server_impl": "native",
             "server_parallel": parallel,
+            "server_flash_attn": "on",
             "concurrency": parallel,
             "cache_path": ":memory:",
             **kw,

@@ -70,7 +70,7 @@ def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     from iterkd.methods import collect, write_dataset
     from iterkd.models import load_generator
     from iterkd.models.base import LazyGenerator
-    from iterkd.models.load import canonical_backend
+    from iterkd.models.load import server_kw
     from iterkd.sandbox import Limits, Sandbox
     from iterkd.tasks import load_tasks
     from iterkd.teacher import load_teacher
@@ -87,7 +87,7 @@ def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     stage_dir = _stage_dir(cfg, run)
     student = None
     if cfg.method != "stand":
-        kw = {"parallel": cfg.batch_size} if canonical_backend(cfg.student_backend) == "llama-server" else {}
+        kw = server_kw(cfg.student, cfg.student_backend, cfg.batch_size)
         student = LazyGenerator(lambda: load_generator(cfg.student, backend=cfg.student_backend, **kw))
     teacher = load_teacher(teacher_cfg)
     shared = run_lock(stage_dir, "stage_dir") if cfg.stage_dir else contextlib.nullcontext()

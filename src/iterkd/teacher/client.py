@@ -72,6 +72,8 @@ class _Job:
     conv: list[dict]
     index: int
     seed: int
+    params: SamplingParams
+    extra: dict
     result: Completion | None = None
     cached: bool = False
 
@@ -85,6 +87,7 @@ class OpenAIChatGenerator(BaseGenerator):
     """
 
     backend = "openai"
+    mixed_params = True
 
     def __init__(self, config: TeacherConfig | None = None, **overrides) -> None:
         super().__init__()
@@ -100,6 +103,7 @@ class OpenAIChatGenerator(BaseGenerator):
         self._cache_model: str | None = None  # what the cache keys on instead of the model name, if set
         self._closed = False
         self._count_lock = threading.Lock()
+        self._last_end = 0.0  # when the latest chat call ended (overlapping calls count their wall time once)
         try:
             import openai
         except ImportError as e:
@@ -133,6 +137,7 @@ class OpenAIChatGenerator(BaseGenerator):
             startup_timeout_s=config.server_startup_timeout_s,
             impl=config.server_impl,
             parallel=config.server_parallel or config.concurrency,
+            flash_attn=config.server_flash_attn,
         ).start()
         self.base_url, self.model = self.server.base_url, self.server.model_name
         self.name = self.model
@@ -320,9 +325,9 @@ class OpenAIChatGenerator(BaseGenerator):
             finish_reason="length" if choice.finish_reason == "length" and not cut else "stop",
         )
 
-    def _fetch(self, job: _Job, params: SamplingParams, extra: dict, stage: str | None) -> None:
+    def _fetch(self, job: _Job, stage: str | None) -> None:
         self._budget_check()
-        c = self._request(job.conv, params, job.seed, extra)
+        c = self._request(job.conv, job.params, job.seed, job.extra)
         cost = self.ledger.add(c.prompt_tokens, c.completion_tokens, cached=False, stage=stage)
         self.cache.put(
             job.key,
@@ -337,20 +342,19 @@ class OpenAIChatGenerator(BaseGenerator):
 
     # ----------------------------------------------------------------------------------------- Generator API
 
-    def _plan(
-        self, conversations, params: SamplingParams, n: int, skey: dict
-    ) -> tuple[dict[str, _Job], list[list[str]]]:
-        """One job per distinct (conversation, sample index) -- one per conversation when greedy -- and each
-        conversation's job keys."""
-        per_conv = 1 if params.greedy else n
+    def _plan(self, conversations, params: list[SamplingParams], n: int) -> tuple[dict[str, _Job], list[list[str]]]:
+        """One job per distinct (conversation, sampling, sample index) -- one per conversation when greedy -- and
+        each conversation's job keys."""
         jobs: dict[str, _Job] = {}
         layout: list[list[str]] = []
-        for conv in conversations:
+        for conv, p in zip(conversations, params):
+            extra = self._extra_body(p)
+            skey = self._sampling_key(p, extra)
             keys = []
-            for j in range(per_conv):
+            for j in range(1 if p.greedy else n):
                 k = call_key(self._cache_model or self.model, conv, skey, j)
                 if k not in jobs:
-                    jobs[k] = _Job(k, conv, j, sample_seed(params.seed, conv, j))
+                    jobs[k] = _Job(k, conv, j, sample_seed(p.seed, conv, j), p, extra)
                 keys.append(k)
             layout.append(keys)
         return jobs, layout
@@ -368,11 +372,14 @@ class OpenAIChatGenerator(BaseGenerator):
                     hit.prompt_tokens, hit.completion_tokens, cached=True, stage=stage, cost_usd=hit.cost_usd
                 )
 
-    def _fetch_all(self, misses: list[_Job], params: SamplingParams, extra: dict, stage: str | None) -> None:
-        """Send the cache misses in parallel; on the first error let running requests finish (their answers are
-        cached and booked), drop the rest and raise (a budget stop first)."""
+    def _fetch_all(self, misses: list[_Job], stage: str | None) -> None:
+        """Send the cache misses in parallel, sample-major (every conversation's first sample, then the seconds:
+        a server slot that just answered a prompt is likely to get that prompt's next sample and reuse its cached
+        prefix); on the first error let running requests finish (their answers are cached and booked), drop the
+        rest and raise (a budget stop first)."""
         self._budget_check()
-        futures: list[Future] = [self._pool.submit(self._fetch, j, params, extra, stage) for j in misses]
+        misses = sorted(misses, key=lambda j: j.index)  # stable: conversation order within a sample index
+        futures: list[Future] = [self._pool.submit(self._fetch, j, stage) for j in misses]
         try:
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         except BaseException:  # Ctrl-C: drop what has not started; running requests finish and are cached
@@ -390,28 +397,37 @@ class OpenAIChatGenerator(BaseGenerator):
     def chat(
         self,
         conversations: list[list[dict]],
-        params: SamplingParams | None = None,
+        params: SamplingParams | list[SamplingParams] | None = None,
         n: int = 1,
         stage: str | None = None,
     ) -> list[list[Completion]]:
-        """``n`` completions per conversation, in input order (``params`` default: the config's sampling)."""
+        """``n`` completions per conversation, in input order (``params`` default: the config's sampling; a list
+        gives each conversation its own, so that one call can mix e.g. the seeds of several samples and keep every
+        server slot busy)."""
         if self._closed:
             raise UserError("teacher client is closed")
         params = params if params is not None else self.config.sampling()
+        per_conv = list(params) if isinstance(params, (list, tuple)) else [params] * len(conversations)
+        if len(per_conv) != len(conversations):
+            raise ValueError(f"{len(per_conv)} sampling settings for {len(conversations)} conversations")
         self._check(conversations, n)
         stage = stage or self.stage
         start = time.perf_counter()
-        extra = self._extra_body(params)
-        jobs, layout = self._plan(conversations, params, n, self._sampling_key(params, extra))
+        jobs, layout = self._plan(conversations, per_conv, n)
         self._from_cache(jobs, layout, stage)
         misses = [j for j in jobs.values() if not j.cached]
         if misses:
-            self._fetch_all(misses, params, extra, stage)
-        if params.greedy:
-            results = [copies(dataclasses.replace(jobs[keys[0]].result), n) for keys in layout]
-        else:
-            results = [[dataclasses.replace(jobs[k].result) for k in keys] for keys in layout]
-        self.stats.add(results, time.perf_counter() - start, [j.result for j in misses])
+            self._fetch_all(misses, stage)
+        results = [
+            copies(dataclasses.replace(jobs[keys[0]].result), n)
+            if p.greedy
+            else [dataclasses.replace(jobs[k].result) for k in keys]
+            for p, keys in zip(per_conv, layout)
+        ]
+        ended = time.perf_counter()
+        with self._count_lock:  # calls may overlap (``run_stage`` keeps two in flight): count wall time once
+            self.stats.add(results, ended - max(start, self._last_end), [j.result for j in misses])
+            self._last_end = max(self._last_end, ended)
         return results
 
     def as_dict(self) -> dict:
