@@ -51,7 +51,7 @@ def check(
     from concurrent.futures import ThreadPoolExecutor
 
     from iterkd.evaluate import print_table, read_samples, score_samples, write_results
-    from iterkd.evaluate.run import benchmark_name
+    from iterkd.evaluate.check import benchmark_name
     from iterkd.sandbox import Limits, Sandbox
 
     limits = Limits() if timeout is None else Limits(timeout_s=timeout)
@@ -156,7 +156,17 @@ def _train_epilog() -> str:
     return f"Keys (YAML or key=value; names follow TRL's SFTConfig):\n\n{keys}"
 
 
-@app.command(epilog=_train_epilog())
+class _TrainCommand(typer.core.TyperCommand):
+    """``iterkd train``: its epilog lists the config keys, built only when its help is shown (building it imports
+    pydantic and the training config: a quarter of a second every other command need not pay)."""
+
+    def format_help(self, ctx, formatter):
+        if self.epilog is None:
+            self.epilog = _train_epilog()
+        return super().format_help(ctx, formatter)
+
+
+@app.command(cls=_TrainCommand)
 def train(
     overrides: Optional[list[str]] = typer.Argument(
         None, help="key=value settings that override the YAML, e.g. max_steps=100 lora=true."

@@ -14,6 +14,11 @@ from iterkd.sandbox.types import STATUSES
 from iterkd.tasks import Task
 
 
+def benchmark_name(benchmark: str) -> str:
+    """The name results carry: a built-in benchmark's, or a tasks file's stem."""
+    return benchmark if benchmark in ("humaneval", "mbpp") else Path(benchmark).stem
+
+
 def score_samples(
     benchmark: str,
     tasks: dict[str, Task],

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 
 from iterkd.config import ConfigModel
 from iterkd.errors import UserError
-from iterkd.evaluate.check import score_samples, write_results
+from iterkd.evaluate.check import benchmark_name, score_samples, write_results
 from iterkd.evaluate.samples import read_samples
 from iterkd.io import atomic_write_text, portable_path, run_lock
 
@@ -54,10 +54,6 @@ class EvalConfig(ConfigModel):
         if not known:
             raise ValueError(f"unknown backend {value!r}; choose {', '.join(n for n in NAMES if n != 'openai')}")
         return value
-
-
-def benchmark_name(benchmark: str) -> str:
-    return benchmark if benchmark in ("humaneval", "mbpp") else Path(benchmark).stem
 
 
 def run_eval(cfg: EvalConfig, out: Path, progress: bool = True) -> dict:
