@@ -143,7 +143,9 @@ def _answered(generator, batches, params, mixed: bool):
             began, completions, ended = fut.result()
             yield batch0, completions, ended - max(began, last_end)
             last_end = ended
-    finally:  # an error or Ctrl-C: do not wait for the batch still in flight (closing the generator ends it)
+    finally:  # an error or Ctrl-C: drop the requests not yet sent (answers in flight finish, as without overlap)
+        if ahead:
+            generator.cancel_pending()
         pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -104,6 +104,7 @@ class OpenAIChatGenerator(BaseGenerator):
         self._closed = False
         self._count_lock = threading.Lock()
         self._last_end = 0.0  # when the latest chat call ended (overlapping calls count their wall time once)
+        self._queued: set[Future] = set()  # requests of running chat calls (cancel_pending)
         try:
             import openai
         except ImportError as e:
@@ -380,19 +381,35 @@ class OpenAIChatGenerator(BaseGenerator):
         self._budget_check()
         misses = sorted(misses, key=lambda j: j.index)  # stable: conversation order within a sample index
         futures: list[Future] = [self._pool.submit(self._fetch, j, stage) for j in misses]
+        with self._count_lock:
+            self._queued.update(futures)
         try:
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            pending = _wait(futures, first_exception=True)
         except BaseException:  # Ctrl-C: drop what has not started; running requests finish and are cached
             for f in futures:
                 f.cancel()
             raise
+        finally:
+            with self._count_lock:
+                self._queued.difference_update(futures)
+        if any(f.cancelled() for f in futures):  # cancel_pending() from another thread (its caller was stopped)
+            _wait(futures)
+            raise TeacherRequestError("teacher requests cancelled")
         errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
         if errors:
             for f in pending:
                 f.cancel()
-            wait(futures)
+            _wait(futures)
             budget = [e for e in errors if isinstance(e, BudgetExceeded)]
             raise (budget or errors)[0]
+
+    def cancel_pending(self) -> None:
+        """Drop the requests of every chat call that have not been sent yet (those calls raise); requests in
+        flight finish and are cached. For a caller that runs chat calls in other threads and is stopped."""
+        with self._count_lock:
+            queued = list(self._queued)
+        for f in queued:
+            f.cancel()
 
     def chat(
         self,
@@ -461,6 +478,17 @@ class OpenAIChatGenerator(BaseGenerator):
         cache = getattr(self, "cache", None)
         if cache is not None:
             cache.close()
+
+
+def _wait(futures: list[Future], first_exception: bool = False) -> list[Future]:
+    """``concurrent.futures.wait`` that also returns once a future is cancelled (a cancelled future that no pool
+    thread ever picks up, e.g. after the pool shut down, never wakes ``wait``); returns the futures not done."""
+    while True:
+        _, pending = wait(futures, timeout=0.5, return_when=FIRST_EXCEPTION if first_exception else "ALL_COMPLETED")
+        if not pending or any(f.cancelled() for f in futures):
+            return list(pending)
+        if first_exception and any(f.done() and f.exception() is not None for f in futures):
+            return list(pending)
 
 
 def load_teacher(config: TeacherConfig | None = None, **overrides) -> OpenAIChatGenerator:
