@@ -129,9 +129,11 @@ def _answered(generator, batches, params, mixed: bool):
     last_end = 0.0
     pool = cf.ThreadPoolExecutor(2, thread_name_prefix="iterkd-stage")  # two chat calls in flight at most
     ahead: list = []
+    sent: list = []
     try:
         for batch in batches:
             ahead.append((batch, pool.submit(ask, batch)))
+            sent = [f for f in sent if not f.done()] + [ahead[-1][1]]  # calls that may still be running
             if len(ahead) < 2:
                 continue
             batch0, fut = ahead.pop(0)
@@ -144,8 +146,8 @@ def _answered(generator, batches, params, mixed: bool):
             yield batch0, completions, ended - max(began, last_end)
             last_end = ended
     finally:  # an error or Ctrl-C: drop the requests not yet sent (answers in flight finish, as without overlap)
-        if ahead:
-            generator.cancel_pending()
+        if not all(f.done() for f in sent):
+            getattr(generator, "cancel_pending", lambda: None)()
         pool.shutdown(wait=False, cancel_futures=True)
 
 
