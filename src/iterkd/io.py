@@ -4,6 +4,8 @@ Contracts:
 
 * ``atomic_write_text`` / ``atomic_write_json`` / ``atomic_write_lines``: the file is written next to its
   target and renamed over it, so a reader sees the old file or the new one, never half of one.
+* ``write_with_tool``: the same for a file an external tool writes (a converter, a quantizer); a failing tool
+  is a ``UserError`` carrying the tail of its stderr.
 * ``read_json``: a "stage finished" marker (data card, summary, results). A missing file *or one that does not
   parse* (cut by a crash before these writes were atomic, or truncated by hand) reads as ``None``: the stage is
   redone, never crashed on.
@@ -18,8 +20,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,6 +49,19 @@ def atomic_write_json(path: str | Path, obj, indent: int | None = 1) -> Path:
 def atomic_write_lines(path: str | Path, rows: Iterable[dict]) -> Path:
     """A JSONL file (one object per line), atomically."""
     return atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def write_with_tool(out: str | Path, command: Callable[[Path], list[str]], what: str, env: dict | None = None) -> Path:
+    """Run the tool ``command(tmp)`` that writes the file ``tmp`` (next to ``out``), then rename it to ``out``.
+    A non-zero exit or no file: ``UserError("<what> failed: <stderr tail>")``, nothing left behind."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    proc = subprocess.run(command(tmp), capture_output=True, text=True, env=env)
+    if proc.returncode != 0 or not tmp.is_file():
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{what} failed: {proc.stderr.strip()[-600:]}")
+    os.replace(tmp, out)
+    return out
 
 
 def portable_path(model: str, base: str | Path) -> str:

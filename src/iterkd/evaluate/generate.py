@@ -108,8 +108,9 @@ def generate(
     _check_settings(out, settings)
     from iterkd.models.load import resolve_backend, server_kw
 
-    kw = server_kw(settings.model, settings.backend, batch_size)
-    generator = LazyGenerator(lambda: load_generator(settings.model, backend=settings.backend, **kw))
+    backend = resolve_backend(settings.model, settings.backend)
+    kw = server_kw(settings.model, backend, batch_size)
+    generator = LazyGenerator(lambda: load_generator(settings.model, backend=backend, **kw))
     stats = StageStats()
     try:
         done = run_stage(
@@ -127,4 +128,4 @@ def generate(
     finally:
         generator.close()
     _write_samples(tasks, settings.n_samples, done, out)
-    return {"backend": resolve_backend(settings.model, settings.backend), **_totals(stats, list(done.values()))}
+    return {"backend": backend, **_totals(stats, list(done.values()))}

@@ -25,12 +25,6 @@ def canonical_backend(backend: str) -> str:
     return b
 
 
-def llama_cpp_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("llama_cpp") is not None
-
-
 def _servable(model: str) -> bool:
     """A registry name or a .gguf path (what the embedded llama.cpp server can serve)."""
     from iterkd.models.registry import MODELS
@@ -49,7 +43,7 @@ def resolve_backend(model: str, backend: str = "auto") -> str:
     registry name or .gguf path when llama.cpp's native server is built (``iterkd models build-server``; it
     decodes many requests together), else ``"llamacpp"`` for a GGUF when llama-cpp-python is installed, else
     ``"hf"``; any other name is returned in its canonical form."""
-    from iterkd.models.registry import resolve
+    from iterkd.models.registry import llama_cpp_available, resolve
 
     b = canonical_backend(backend)
     if b != "auto":
@@ -83,9 +77,7 @@ def load_generator(model: str, backend: str = "auto", **kw) -> Generator:
     """
     from iterkd.models.registry import MODELS, resolve, serving_path
 
-    b = canonical_backend(backend)
-    if b == "auto" and _servable(model):
-        b = resolve_backend(model, b)
+    b = resolve_backend(model, backend)
     if b == "llama-server":
         from iterkd.teacher import TeacherConfig, load_teacher
 
@@ -110,8 +102,6 @@ def load_generator(model: str, backend: str = "auto", **kw) -> Generator:
             return load_teacher(TeacherConfig.from_dict({"served_model": model, **kw}))
         return load_teacher(TeacherConfig.from_dict({"model": model, **kw}))
     ref = resolve(model)
-    if b == "auto":
-        b = "llamacpp" if ref.is_gguf and llama_cpp_available() else "hf"
     if b == "llamacpp":
         if not ref.is_gguf:
             raise UserError(f"{model}: the llama.cpp backend needs a GGUF file; use --backend hf for this model")

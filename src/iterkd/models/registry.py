@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iterkd.errors import UserError
+from iterkd.io import write_with_tool
 
 _CHUNK = 1 << 20
 
@@ -386,34 +387,28 @@ sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode
 """
 
 
+def llama_cpp_available() -> bool:
+    """llama-cpp-python is installed (the in-process backend, the quantizer)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
 def serving_path(name: str, progress: bool = True) -> Path:
     """The GGUF file a batching server should serve for the registry model ``name``: the registry file, or (for
     a model with ``serve_quant``) its weights re-quantised to that type, made once (about a second) beside it
     with llama.cpp's quantizer. Falls back to the registry file when llama-cpp-python is not installed."""
-    import importlib.util
-    import subprocess
-    import sys
-
     spec = _get_spec(name)
     src = fetch(spec.name, progress=progress)
-    if not spec.serve_quant or importlib.util.find_spec("llama_cpp") is None:
+    if not spec.serve_quant or not llama_cpp_available():
         return src
     out = models_dir() / f"{spec.name}.{spec.serve_quant.lower()}.gguf"
     if out.is_file():
         return out
     with _locked(out.with_name(out.name + ".lock")):
-        if out.is_file():
-            return out
-        tmp = out.with_name(out.name + ".tmp")
-        proc = subprocess.run(
-            [sys.executable, "-c", _REQUANTIZE, str(src), str(tmp), spec.serve_quant.upper()],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0 or not tmp.is_file():
-            tmp.unlink(missing_ok=True)
-            raise UserError(f"re-quantising {spec.name} to {spec.serve_quant} failed: {proc.stderr.strip()[-600:]}")
-        os.replace(tmp, out)
+        if not out.is_file():
+            command = lambda tmp: [sys.executable, "-c", _REQUANTIZE, str(src), str(tmp), spec.serve_quant.upper()]  # noqa: E731
+            write_with_tool(out, command, f"re-quantising {spec.name} to {spec.serve_quant}")
     return out
 
 

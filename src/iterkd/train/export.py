@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from iterkd.errors import UserError
+from iterkd.io import write_with_tool
 from iterkd.models.llamacpp_source import converter_dir
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
@@ -29,26 +29,10 @@ def export_gguf(model_dir: str | Path, out_file: str | Path | None = None, outty
     if out.exists() and weights and out.stat().st_mtime >= max(weights):
         return out
     tool = converter_dir()
-    tmp = out.with_name(out.name + ".tmp")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tool / "gguf-py"), str(tool)])}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(tool / "convert_hf_to_gguf.py"),
-            str(model_dir),
-            "--outfile",
-            str(tmp),
-            "--outtype",
-            outtype,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    if proc.returncode != 0 or not tmp.exists():
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"GGUF export of {model_dir} failed: {proc.stderr.strip()[-600:]}")
-    os.replace(tmp, out)
+    command = lambda tmp: [sys.executable, str(tool / "convert_hf_to_gguf.py"), str(model_dir),  # noqa: E731
+                           "--outfile", str(tmp), "--outtype", outtype]  # fmt: skip
+    write_with_tool(out, command, f"GGUF export of {model_dir}", env=env)
     return out
 
 
