@@ -19,11 +19,18 @@ $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
-# The sandbox uses Linux namespaces directly as root; bubblewrap is its path for non-root users.
+# Debian packages, each installed only when its binary is missing (as root with apt-get; `apt-get update`
+# at most once; never fails: prints a note instead):
+# - bubblewrap: the sandbox uses Linux namespaces directly as root; bubblewrap is its path for non-root users.
+# - chromium: the report test opens report.html in a headless browser to check that every image renders.
 system:
-	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) || \
-	  echo "note: bubblewrap not installed (only needed when not running as root)"; }
+	@apt_install() { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || return 1; \
+	  [ -n "$$updated" ] || { updated=1; apt-get update -qq; } || return 1; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$$1" >/dev/null; }; \
+	command -v bwrap >/dev/null 2>&1 || apt_install bubblewrap || \
+	  echo "note: bubblewrap not installed (only needed when not running as root)"; \
+	command -v chromium >/dev/null 2>&1 || apt_install chromium || \
+	  echo "note: chromium not installed (the report test skips without it, or fails when CI=true)"
 
 models: setup
 	$(BIN)/iterkd models fetch smollm2-135m-instruct

@@ -98,6 +98,15 @@ def test_stand_end_to_end_then_resume(tmp_path):
         assert summary[key]["easy_tasks"]["n_tasks"] == 6
         assert 0.0 <= summary[key]["easy_tasks"]["pass_at_k"]["pass@1"] <= 1.0
     assert json.loads((run / "summary.json").read_text())["trained"] == summary["trained"]
+    # `iterkd report` reads the run directory: its base row and its trained row, with the data card
+    from iterkd.report import build_report
+    from iterkd.report.runs import load
+
+    report_rows, _ = load([run])
+    assert [(r.name, r.kind) for r in report_rows] == [("run/base", "base"), ("run", "distill")]
+    assert report_rows[1].examples == card["examples"] and report_rows[1].card["method"] == "stand"
+    assert len(report_rows[1].results["easy_tasks"].passed) == 6
+    assert "funnel" in build_report([run], tmp_path / "report")["plots"]
 
     again = run_distill(load_distill_config(None, overrides, "stand"), progress=False)
     assert again["train_seconds"] == 0.0 and again["data"] == card and again["trained"] == summary["trained"]

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -206,34 +205,17 @@ def collect_row(row: str) -> None:
             kept.write_text(text.replace(str(ROOT) + "/", ""))
 
 
-def _pass(row_dir: Path, bench: str) -> str:
-    path = row_dir / f"{bench}.results.json"
-    if not path.exists():
-        return "-"
-    doc = json.loads(path.read_text())
-    passed = sum(s["passed"] for s in doc["samples"])
-    text = f"{100 * doc['pass_at_k']['pass@1']:.2f} ({passed}/{doc['n_samples']})"
-    steps = doc.get("repair_steps")
-    if steps:
-        text += " [steps: " + " -> ".join(f"{100 * s['pass_at_k']['pass@1']:.2f}" for s in steps) + "]"
-    return text
+def _rows():
+    """The rows of this experiment that exist under OUT, in ROWS order, read by the report library."""
+    from iterkd.report.runs import load
+
+    return load([OUT / row for row in ROWS if (OUT / row).is_dir()])[0]
 
 
 def results_table() -> str:
-    head = ["row", "HumanEval pass@1 % (passed)", "MBPP test pass@1 % (passed)", "MBPP validation (tuning)", "training examples",
-            "teacher tokens (prompt + completion)", "wall time"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in ROWS:
-        d = OUT / row
-        if not d.exists():  # a tuning run's table: only the rows it trained
-            continue
-        card = json.loads((d / "data_card.json").read_text()) if (d / "data_card.json").exists() else {}
-        wall = json.loads((d / "wall.json").read_text())["seconds"] if (d / "wall.json").exists() else None
-        tokens = (f"{card['teacher_prompt_tokens']:,} + {card['teacher_completion_tokens']:,}" if card else "-")
-        cells = [row, _pass(d, "humaneval"), _pass(d, "mbpp"), _pass(d, VALIDATION), str(card.get("examples", "-")), tokens,
-                 f"{wall / 60:.0f} min" if wall else "-"]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    from iterkd.report.tables import markdown, rows_table
+
+    return markdown(*rows_table(_rows()))
 
 
 # (row, compared with): the paper's claims, each tested task by task on the same tasks
@@ -245,37 +227,13 @@ PAIRS = [("stand", "base"), ("persd-combine", "base"), ("persd-combine", "stand"
          ("qwen05-persd", "qwen05-base"), ("qwen05-persd-combine", "qwen05-persd"), ("qwen05-inpd", "qwen05-stand")]  # fmt: skip
 
 
-def _passed(row: str, bench: str) -> dict[str, bool] | None:
-    path = OUT / row / f"{bench}.results.json"
-    if not path.exists():
-        return None
-    return {s["task_id"]: bool(s["passed"]) for s in json.loads(path.read_text())["samples"]}
-
-
-def sign_test(wins: int, losses: int) -> float:
-    """Two-sided exact sign test (McNemar) on the discordant tasks: how likely a split at least this uneven is if
-    both rows were equally good."""
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
-    return min(1.0, 2 * tail)
-
-
 def paired_table() -> str:
-    """Each pair in PAIRS on each test set: tasks only the first row solves, only the second, and the sign test."""
-    head = ["row", "vs", "benchmark", "only row", "only vs", "both", "p (sign test)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row, other in PAIRS:
-        for bench in (*BENCHES, VALIDATION):
-            a, b = _passed(row, bench), _passed(other, bench)
-            if a is None or b is None or a.keys() != b.keys():
-                continue
-            wins = sum(a[t] and not b[t] for t in a)
-            losses = sum(b[t] and not a[t] for t in a)
-            both = sum(a[t] and b[t] for t in a)
-            lines.append(f"| {row} | {other} | {bench} | {wins} | {losses} | {both} | {sign_test(wins, losses):.2f} |")
-    return "\n".join(lines)
+    """Each pair in PAIRS on each test set: tasks only the first row solves, only the second, both, the sign test
+    and the difference with its paired bootstrap interval (iterkd.report.tables)."""
+    from iterkd.report.tables import markdown
+    from iterkd.report.tables import paired_table as pairs_table
+
+    return markdown(*pairs_table(_rows(), PAIRS))
 
 
 def main() -> None:
@@ -325,6 +283,10 @@ def main() -> None:
         paired = paired_table()
         (OUT / "paired.md").write_text(paired + "\n")
         print(paired)
+        from iterkd.report import build_report
+
+        build_report([OUT], OUT / "report")  # what `iterkd report experiments/persd-mini` writes
+        print(f"report: {OUT / 'report' / 'report.md'}")
 
 
 if __name__ == "__main__":

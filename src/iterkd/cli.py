@@ -219,6 +219,41 @@ def distill(
     print(f"summary    {Path(cfg.run_dir) / 'summary.json'}")
 
 
+@app.command()
+def report(
+    paths: list[Path] = typer.Argument(
+        ...,
+        help="Run directories of iterkd distill (IterKD: one row per round), iterkd eval directories, or "
+        "experiment directories whose sub-directories are rows (e.g. experiments/persd-mini).",
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Directory for the report (default: PATH/report when one PATH is given)."
+    ),
+    title: str = typer.Option("iterkd report", help="The report's title."),
+):
+    """Turn runs into a report. PATHS: iterkd distill run directories (IterKD: one row per round), iterkd eval
+    directories, or experiment directories whose sub-directories are rows (e.g. experiments/persd-mini).
+
+    Writes OUT/report.md, OUT/report.html (one self-contained file, images embedded,
+    readable offline) and OUT/plots/*.png + .svg: pass@1 per row with 95% bootstrap intervals, the cost
+    frontier (pass@1 against teacher tokens), IterKD's rounds, every method's data funnel, multi-step repair,
+    and paired wins/losses between rows with sign tests.
+
+    Reads only what runs wrote (results.json, summary.json, data cards); never runs a model. The same inputs
+    write the same files."""
+    if out is None:
+        if len(paths) != 1:
+            raise UserError("give --out when reporting several paths")
+        out = paths[0] / "report"
+    from iterkd.report import build_report
+
+    done = build_report(paths, out, title=title)
+    print(f"rows       {done['rows']}")
+    print(f"plots      {', '.join(done['plots']) or '-'}")
+    print(f"report     {out / 'report.md'}")
+    print(f"html       {out / 'report.html'}")
+
+
 @models_app.command("list")
 def models_list():
     """Show the built-in models, their size and whether they are cached."""

@@ -7,11 +7,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from iterkd.evaluate.passk import pass_at_k_table
 from iterkd.evaluate.samples import Sample
+from iterkd.evaluate.stats import pass_at_k_table
 from iterkd.io import atomic_write_json
 from iterkd.sandbox.types import STATUSES
 from iterkd.tasks import Task
+
+# the results document's layout; a reader refuses another one (files without the key are format 1)
+RESULTS_FORMAT = 1
 
 
 def benchmark_name(benchmark: str) -> str:
@@ -59,6 +62,7 @@ def score_samples(
         n_c[0] += 1
         n_c[1] += bool(verdict["passed"])
     return {
+        "format": RESULTS_FORMAT,
         "benchmark": benchmark,
         "n_tasks": len(counts),
         "n_samples": len(samples),

@@ -1,0 +1,217 @@
+"""Read what runs wrote into rows for the report: an ``iterkd eval`` directory, an ``iterkd distill`` run
+directory (IterKD: one row per round), or an experiment directory whose sub-directories are rows. Reads only files
+(results.json, summary.json, data cards); never runs a model.
+
+    eval directory        DIR/results.json (+ samples.jsonl)                       -> one row
+    distill run           DIR/summary.json, DIR/eval/{base,trained}/<bench>/results.json, DIR/data/data_card.json
+                                                                                   -> base row + trained row
+    IterKD run            DIR/summary.json (method iterkd), DIR/rounds/rK/eval/<bench>/results.json
+                                                                                   -> base row + one row per round
+    experiment row        DIR/<bench>.results.json (+ data_card.json, wall.json)   -> one row
+    experiment directory  sub-directories that are any of the above                -> their rows, in name order
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iterkd.errors import UserError
+from iterkd.evaluate.check import RESULTS_FORMAT
+
+
+@dataclass
+class BenchResult:
+    """One row's verdicts on one benchmark: task id -> pass/fail of each sample."""
+
+    benchmark: str
+    path: Path
+    passed: dict[str, list[bool]]
+    pass_at_k: dict[str, float]
+    steps: list[float] = field(default_factory=list)  # multi-step repair: pass@1 after each step (0 = first answer)
+
+    @property
+    def n_samples(self) -> int:
+        return sum(len(v) for v in self.passed.values())
+
+    @property
+    def n_passed(self) -> int:
+        return sum(sum(v) for v in self.passed.values())
+
+
+@dataclass
+class Row:
+    name: str
+    path: Path
+    kind: str  # "eval", "distill", "iterkd round", "base", "experiment row"
+    results: dict[str, BenchResult]
+    card: dict | None = None  # the data card of the row's training set (distill runs, experiment rows)
+    teacher_tokens: int | None = None  # prompt + completion tokens the row's data cost
+    examples: int | None = None  # training examples
+    wall_seconds: float | None = None
+    round: dict | None = None  # IterKD: the round's summary
+
+
+@dataclass
+class Run:
+    """An IterKD run: its rows (base, r1, r2, ...) and the round summaries for the per-round curves."""
+
+    name: str
+    path: Path
+    rounds: list[dict]
+    base_eval: dict = field(default_factory=dict)
+
+
+def _json(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not readable as JSON ({e})") from e
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return doc
+
+
+def read_results(path: Path, label: str | None = None) -> BenchResult:
+    """A results.json of ``iterkd eval`` / ``iterkd check``; UserError for another format or version."""
+    doc = _json(path)
+    fmt = doc.get("format", 1)
+    if fmt != RESULTS_FORMAT:
+        raise UserError(f"{path}: results format {fmt!r}, this iterkd reads format {RESULTS_FORMAT}; "
+                        "re-score the samples with this version (iterkd check)")  # fmt: skip
+    samples = doc.get("samples")
+    if not isinstance(samples, list) or "benchmark" not in doc or "pass_at_k" not in doc:
+        raise UserError(f"{path}: not an iterkd results file (needs benchmark, pass_at_k and samples)")
+    passed: dict[str, list[bool]] = {}
+    for s in samples:
+        if not isinstance(s, dict) or "task_id" not in s or "passed" not in s:
+            raise UserError(f"{path}: a sample without task_id/passed: not an iterkd results file")
+        passed.setdefault(s["task_id"], []).append(bool(s["passed"]))
+    if label is None:
+        split = ((doc.get("generation") or {}).get("settings") or {}).get("split")
+        label = doc["benchmark"] + (f"-{split}" if split and split != "test" else "")
+    steps = [float(s["pass_at_k"]["pass@1"]) for s in doc.get("repair_steps") or []]
+    return BenchResult(label, path, passed, dict(doc["pass_at_k"]), steps)
+
+
+def _eval_dirs(parent: Path) -> dict[str, BenchResult]:
+    """``parent/<bench>/results.json`` for every benchmark directory under ``parent``."""
+    out = {}
+    for f in sorted(parent.glob("*/results.json")):
+        r = read_results(f)
+        out[r.benchmark] = r
+    return out
+
+
+def _tokens(card: dict | None) -> int | None:
+    if not card or "teacher_prompt_tokens" not in card:
+        return None
+    return int(card["teacher_prompt_tokens"]) + int(card.get("teacher_completion_tokens", 0))
+
+
+def _distill_rows(path: Path, summary: dict) -> list[Row]:
+    name = path.name
+    rows = []
+    base = _eval_dirs(path / "eval" / "base")
+    if base:
+        rows.append(Row(f"{name}/base", path, "base", base))
+    if summary.get("method") == "iterkd":
+        spent = 0
+        for r in summary.get("rounds") or []:
+            k = r["round"]
+            spent += int((r.get("teacher_tokens") or {}).get("total", 0))
+            res = _eval_dirs(path / "rounds" / f"r{k}" / "eval")
+            wall = sum((r.get("seconds") or {}).values()) or None
+            rows.append(Row(f"{name}/r{k}", path, "iterkd round", res, teacher_tokens=spent,
+                            examples=(r.get("pairs") or {}).get("pairs"), wall_seconds=wall, round=r))  # fmt: skip
+        return rows
+    card_path = path / "data" / "data_card.json"
+    card = _json(card_path) if card_path.exists() else summary.get("data")
+    rows.append(Row(name, path, "distill", _eval_dirs(path / "eval" / "trained"), card=card,
+                    teacher_tokens=_tokens(card), examples=(card or {}).get("examples"),
+                    wall_seconds=summary.get("wall_seconds_this_call")))  # fmt: skip
+    return rows
+
+
+def _experiment_row(path: Path) -> Row:
+    results = {}
+    for f in sorted(path.glob("*.results.json")):
+        r = read_results(f, label=f.name[: -len(".results.json")])
+        results[r.benchmark] = r
+    card = _json(path / "data_card.json") if (path / "data_card.json").exists() else None
+    wall = _json(path / "wall.json").get("seconds") if (path / "wall.json").exists() else None
+    return Row(path.name, path, "experiment row", results, card=card, teacher_tokens=_tokens(card),
+               examples=(card or {}).get("examples"), wall_seconds=wall)  # fmt: skip
+
+
+def _is_row_dir(path: Path) -> bool:
+    return (path / "results.json").is_file() or (path / "summary.json").is_file() or any(path.glob("*.results.json"))
+
+
+def _rows_of(path: Path) -> tuple[list[Row], Run | None]:
+    if (path / "results.json").is_file():
+        r = read_results(path / "results.json")
+        return [Row(path.name, path, "eval", {r.benchmark: r})], None
+    if any(path.glob("*.results.json")):  # an experiment's row (its summary.json, if any, is a copy)
+        return [_experiment_row(path)], None
+    summary = _json(path / "summary.json")
+    if "method" not in summary:
+        raise UserError(f"{path}/summary.json: not the summary of an iterkd distill run (no method)")
+    rows = _distill_rows(path, summary)
+    if summary["method"] != "iterkd":
+        return rows, None
+    return rows, Run(path.name, path, summary.get("rounds") or [], summary.get("base_eval") or {})
+    raise UserError(f"{path}: not a run directory (no results.json, summary.json or *.results.json)")
+
+
+def load(paths: list[str | Path]) -> tuple[list[Row], list[Run]]:
+    """Every row (and IterKD run) of ``paths``, in the order given (an experiment's rows in name order).
+    UserError for a path that is no run, a results file of another version, or rows whose results for one
+    benchmark cover different tasks (they cannot be compared task by task)."""
+    rows: list[Row] = []
+    runs: list[Run] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise UserError(f"{p}: no such directory (give an eval directory, a distill run or an experiment)")
+        if _is_row_dir(p):
+            found, run = _rows_of(p)
+            rows += found
+            runs += [run] if run else []
+            continue
+        subs = sorted(d for d in p.iterdir() if d.is_dir() and _is_row_dir(d))
+        if not subs:
+            raise UserError(f"{p}: not a run directory or an experiment (no sub-directory holds results)")
+        for d in subs:
+            found, run = _rows_of(d)
+            rows += found
+            runs += [run] if run else []
+    names = [r.name for r in rows]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise UserError(f"two rows are named {dup[0]!r}: give directories with different names")
+    if not any(r.results for r in rows):
+        raise UserError("no row has evaluation results: nothing to report")
+    check_comparable(rows)
+    return rows, runs
+
+
+def check_comparable(rows: list[Row]) -> None:
+    """Rows evaluated on one benchmark must cover the same tasks (paired comparisons, one x axis)."""
+    seen: dict[str, Row] = {}
+    for row in rows:
+        for bench, res in row.results.items():
+            first = seen.setdefault(bench, row)
+            tasks = first.results[bench].passed.keys()
+            if res.passed.keys() != tasks:
+                raise UserError(
+                    f"rows {first.name} and {row.name} were evaluated on different {bench} tasks "
+                    f"({len(tasks)} vs {len(res.passed)}): report them separately"
+                )
+
+
+def benchmarks(rows: list[Row]) -> list[str]:
+    """The benchmarks of ``rows`` in a fixed order: humaneval, mbpp, then the others by name."""
+    names = {b for r in rows for b in r.results}
+    first = [b for b in ("humaneval", "mbpp", "mbpp-validation") if b in names]
+    return first + sorted(names - set(first))
