@@ -458,3 +458,40 @@ def test_served_gguf_file_is_keyed_by_identity_not_name(tmp_path):
             gen.chat(CONVS[:1], GREEDY)
             sent.append(gen.requests_sent)
     assert sent == [1, 0, 1]
+
+
+@needs_llama
+def test_several_base_urls_spread_requests_retry_on_the_next_and_share_one_cache(tmp_path):
+    """Two real llama.cpp servers behind one teacher config: requests go round in turn (each server's own
+    access log shows its share), a dead server's requests are retried on the other, and the cache is shared."""
+    convs = [[{"role": "user", "content": f"Name fruit number {i}."}] for i in range(8)]
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+
+    def served(log):  # completions the server itself logged
+        return log.read_text().count("POST /v1/chat/completions")
+
+    with LlamaServer(MODEL, log_path=logs[0], startup_timeout_s=120, n_threads=THREADS, impl="python") as a, \
+            LlamaServer(MODEL, log_path=logs[1], startup_timeout_s=120, n_threads=THREADS, impl="python") as b:  # fmt: skip
+        cfg = dict(base_url=[a.base_url, b.base_url], model=a.model_name, cache_path=str(tmp_path / "c.sqlite"),
+                   concurrency=2, extra_body=NEUTRAL, **FAST_RETRY)  # fmt: skip
+        with OpenAIChatGenerator(TeacherConfig(**cfg)) as gen:
+            first = gen.chat(convs[:6], GREEDY)
+            assert gen.requests_by_endpoint == {0: 3, 1: 3} and gen.retries == 0
+            assert [served(log) for log in logs] == [3, 3]
+            assert gen.as_dict()["requests_by_endpoint"] == {a.base_url: 3, b.base_url: 3}
+            b.stop()  # one endpoint dies: its turns fail to connect and are retried on the other
+            rest = gen.chat(convs[6:], GREEDY)
+            assert all(c[0].text for c in rest) and gen.retries >= 1 and served(logs[0]) == 5
+        # the same cache behind another endpoint list: nothing is sent again
+        with OpenAIChatGenerator(TeacherConfig(**{**cfg, "base_url": [a.base_url]})) as again:
+            assert [c[0].text for c in again.chat(convs[:6], GREEDY)] == [c[0].text for c in first]
+            assert again.requests_sent == 0
+
+
+def test_base_url_list_is_validated():
+    with pytest.raises(UserError, match="empty list"):
+        TeacherConfig.from_dict({"base_url": [], "model": "m"})
+    with pytest.raises(UserError, match="got 'ftp://x'"):
+        TeacherConfig.from_dict({"base_url": ["http://127.0.0.1:1/v1", "ftp://x"], "model": "m"})
+    cfg = TeacherConfig.from_dict({"base_url": ["http://h1:8000/v1/", "http://h2:8000/v1"], "model": "m"})
+    assert cfg.base_urls() == ["http://h1:8000/v1", "http://h2:8000/v1"]

@@ -177,12 +177,19 @@ def train(
 
     Rows are {"prompt": str, "completion": str} or TRL conversational rows (prompt: a list of chat messages, completion: a list of assistant messages); other keys are ignored. A rerun with the same output_dir resumes from its newest checkpoint; OUTPUT_DIR/final loads with `iterkd eval --model OUTPUT_DIR/final`.
 
-    Example: iterkd train --config configs/train/persd-smollm2-cpu.yaml train_file=data.jsonl max_steps=50"""
+    Example: iterkd train --config configs/train/persd-smollm2-cpu.yaml train_file=data.jsonl max_steps=50
+
+    Several processes or GPUs: accelerate launch --config_file configs/accelerate/<setting>.yaml -m iterkd train
+    ... (README: "Scaling out"); the effective batch stays per_device_train_batch_size x
+    gradient_accumulation_steps, each process accumulating gradient_accumulation_steps / processes."""
     from iterkd.train import load_config
     from iterkd.train import train as run_training
+    from iterkd.train.sft import is_main_process
 
     cfg = load_config(config, overrides or [])
     final = run_training(cfg)
+    if not is_main_process():
+        return
     print(f"model      {final}")
     print(f"config     {cfg.output_path / 'train_config.yaml'}")
     print(f"summary    {cfg.output_path / 'train_summary.json'}")

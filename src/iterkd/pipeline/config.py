@@ -33,6 +33,9 @@ class DistillConfig(ConfigModel):
     batch_size: int = Field(8, gt=0)  # prompts per generation call (servers, APIs: 4x their slots)
     eval_base: bool = True  # also evaluate the untrained student (before/after table)
     parquet: bool = False  # also write data/train.parquet (same rows as train.jsonl)
+    # an accelerate config file (configs/accelerate/): the training step runs as `accelerate launch --config_file
+    # FILE -m iterkd train` (several processes / GPUs, DeepSpeed); None = in this process
+    train_launcher: Optional[str] = None
     # sections: SamplingParams, TeacherConfig, TrainConfig and EvalConfig by their own field names
     student_sampling: dict = Field(
         default_factory=lambda: {"temperature": 0.3, "top_p": 0.95, "max_tokens": 512, "seed": 0}
@@ -45,6 +48,13 @@ class DistillConfig(ConfigModel):
     eval: dict = Field(
         default_factory=lambda: {"benchmarks": ["humaneval", "mbpp"], "backend": "transformers", "max_tokens": 512}
     )
+
+    @field_validator("train_launcher")
+    @classmethod
+    def _launcher_exists(cls, value):
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"{value}: no such accelerate config file (see configs/accelerate/)")
+        return value
 
     @field_validator("method")
     @classmethod

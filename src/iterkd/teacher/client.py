@@ -98,6 +98,7 @@ class OpenAIChatGenerator(BaseGenerator):
         self.config = config
         self.stage: str | None = None
         self.requests_sent = 0
+        self.requests_by_endpoint: Counter = Counter()  # index into base_urls -> requests sent there
         self.retries = 0
         self.server = None
         self._cache_model: str | None = None  # what the cache keys on instead of the model name, if set
@@ -114,7 +115,8 @@ class OpenAIChatGenerator(BaseGenerator):
         self.cache = CompletionCache(config.resolved_cache_path())
         try:
             self._connect()
-            self._client = openai.OpenAI(api_key=self._api_key(), base_url=self.base_url, max_retries=0)
+            key = self._api_key()
+            self._clients = [openai.OpenAI(api_key=key, base_url=u, max_retries=0) for u in self.base_urls]
         except BaseException:
             self.close()
             raise
@@ -125,7 +127,8 @@ class OpenAIChatGenerator(BaseGenerator):
         """Start the embedded server (``served_model``) or take the configured endpoint."""
         config = self.config
         if config.served_model is None:
-            self.base_url, self.model = str(config.base_url).rstrip("/"), str(config.model)
+            self.base_urls, self.model = config.base_urls(), str(config.model)
+            self.base_url = ", ".join(self.base_urls)  # for messages
             self.name = self.model
             return
         from iterkd.models.llama_server import LlamaServer
@@ -141,6 +144,7 @@ class OpenAIChatGenerator(BaseGenerator):
             flash_attn=config.server_flash_attn,
         ).start()
         self.base_url, self.model = self.server.base_url, self.server.model_name
+        self.base_urls = [self.base_url]
         self.name = self.model
         path = self.server.model_path
         if path is not None and str(config.served_model).strip().lower().endswith(".gguf"):
@@ -156,7 +160,7 @@ class OpenAIChatGenerator(BaseGenerator):
         key = os.environ.get(env, "") if env else ""
         if key:
             return key
-        if not env or self.server is not None or _is_local(self.base_url):
+        if not env or self.server is not None or all(_is_local(u) for u in self.base_urls):
             return "not-needed"  # the client insists on a non-empty string
         raise UserError(
             f"teacher {self.model} at {self.base_url}: no API key; set the environment variable {env} "
@@ -303,9 +307,12 @@ class OpenAIChatGenerator(BaseGenerator):
         """One HTTP request; a non-retryable API error becomes a UserError naming what to fix."""
         if self._closed:
             raise UserError("teacher client closed while requests were pending")
-        self._count("requests_sent")
+        with self._count_lock:  # several base URLs: requests (and a retry: the next attempt) go round in turn
+            turn = self.requests_sent % len(self._clients)
+            self.requests_sent += 1
+            self.requests_by_endpoint[turn] += 1
         try:
-            return self._client.chat.completions.create(**kwargs)
+            return self._clients[turn].chat.completions.create(**kwargs)
         except self._openai.APIError as err:
             if not self._retryable(err):
                 raise self._fatal(err) from err
@@ -455,6 +462,11 @@ class OpenAIChatGenerator(BaseGenerator):
             "base_url": self.base_url if hasattr(self, "base_url") else None,
             "served_model": self.config.served_model,
             "requests_sent": self.requests_sent,
+            **(
+                {"requests_by_endpoint": {u: self.requests_by_endpoint[i] for i, u in enumerate(self.base_urls)}}
+                if len(getattr(self, "base_urls", [])) > 1
+                else {}
+            ),  # fmt: skip
             "retries": self.retries,
             "usage": self.ledger.as_dict(),
             "stats": self.stats.as_dict(),

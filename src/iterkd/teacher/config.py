@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal, Optional, Union
 from urllib.parse import urlparse
 
 from pydantic import Field, model_validator
@@ -18,8 +18,9 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 class TeacherConfig(ConfigModel):
     """Settings of a teacher endpoint.
 
-    base_url: the OpenAI-compatible base URL (``.../v1``); None with a ``model`` = the OpenAI API; None with
-    neither ``model`` nor ``served_model`` = the embedded default teacher (``DEFAULT_TEACHER``).
+    base_url: the OpenAI-compatible base URL (``.../v1``), or a list of them serving the same model: requests
+    are spread over them in turn, and a retried request goes to the next one; None with a ``model`` = the OpenAI
+    API; None with neither ``model`` nor ``served_model`` = the embedded default teacher (``DEFAULT_TEACHER``).
     model: the model name on the endpoint (for ``served_model``: set automatically).
     api_key_env: name of the environment variable holding the key; None / "" = send no key. Local endpoints
     (127.0.0.1, localhost) work without the variable being set.
@@ -41,7 +42,7 @@ class TeacherConfig(ConfigModel):
 
     where: ClassVar[str] = "teacher"
 
-    base_url: Optional[str] = None
+    base_url: Optional[Union[str, list[str]]] = None
     model: Optional[str] = None
     api_key_env: Optional[str] = "OPENAI_API_KEY"
     temperature: float = Field(0.0, ge=0)
@@ -85,16 +86,23 @@ class TeacherConfig(ConfigModel):
             if not str(self.served_model).strip():
                 raise ValueError("served_model is empty")
         else:
-            url = urlparse(str(self.base_url))
-            if url.scheme not in ("http", "https") or not url.netloc:
-                raise ValueError(
-                    f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {self.base_url!r}"
-                )
+            if isinstance(self.base_url, list) and not self.base_url:
+                raise ValueError("base_url: an empty list (give one URL or several)")
+            for u in self.base_urls():
+                url = urlparse(u)
+                if url.scheme not in ("http", "https") or not url.netloc:
+                    raise ValueError(f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {u!r}")
             if not self.model or not str(self.model).strip():
                 raise ValueError(f"model is required with base_url {self.base_url}")
         if self.backoff_max_s < self.backoff_base_s:
             raise ValueError("backoff_max_s must be >= backoff_base_s")
         return self
+
+    def base_urls(self) -> list[str]:
+        """The endpoint's base URLs (one or several; none for ``served_model``)."""
+        if self.base_url is None:
+            return []
+        return [str(u).rstrip("/") for u in ([self.base_url] if isinstance(self.base_url, str) else self.base_url)]
 
     def request_timeout_s(self, max_tokens: int) -> float:
         """Seconds one request may take before it is retried: ``timeout_s`` when set, else the time ``max_tokens``

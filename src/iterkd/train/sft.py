@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import shutil
 import sys
 import time
@@ -40,7 +41,8 @@ SUMMARY_FILENAME = "train_summary.json"
 
 
 def _log(msg: str) -> None:
-    print(f"iterkd train: {msg}", file=sys.stderr, flush=True)
+    if is_main_process():
+        print(f"iterkd train: {msg}", file=sys.stderr, flush=True)
 
 
 def _import_stack():
@@ -117,6 +119,8 @@ def sft_config(cfg: TrainConfig):
     packing = bool(cfg.sft_args.get("packing", False))
     kwargs = {name: getattr(cfg, name) for name in TRL_FIELDS}  # same names, same meaning
     kwargs.update(
+        gradient_accumulation_steps=accumulation_per_process(cfg.gradient_accumulation_steps),
+        use_cpu=not _cuda(),  # several CPU processes (torchrun / accelerate launch): gloo, not nccl
         output_dir=str(cfg.output_path),
         # "drop": TRL keeps whole sequences and we drop the long ones after tokenization (packing needs the length)
         max_length=cfg.max_length if (cfg.long_examples == "truncate" or packing) else None,
@@ -131,6 +135,32 @@ def sft_config(cfg: TrainConfig):
         return SFTConfig(**kwargs)
     except (ValueError, TypeError) as e:
         raise UserError(f"invalid training settings: {e}") from e
+
+
+def world_size() -> int:
+    """How many training processes run this job (``WORLD_SIZE``, set by ``accelerate launch`` / torchrun)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a multi-process job (or the only process): the one that writes run-directory files."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def accumulation_per_process(steps: int) -> int:
+    """``gradient_accumulation_steps`` as each of ``world_size()`` processes runs it, so that the effective batch
+    (per-device batch x accumulation x processes) stays the one the config names for a single process."""
+    world = world_size()
+    if steps % world:
+        raise UserError(
+            f"gradient_accumulation_steps={steps} is not divisible by the {world} training processes: the effective "
+            f"batch (per_device_train_batch_size x gradient_accumulation_steps) is kept when the process count "
+            f"changes; choose a multiple of {world}"
+        )
+    return steps // world
 
 
 def _cuda() -> bool:
@@ -169,6 +199,7 @@ def build_trainer(cfg: TrainConfig, model=None, tokenizer=None):
     Returns ``(trainer, resolved_config, info)``; ``info`` records the model reference, data format, example counts and the
     number of examples dropped as too long."""
     rows, fmt = read_rows(cfg.train_file, "train_file")  # data mistakes surface before the heavy imports
+    accumulation_per_process(cfg.gradient_accumulation_steps)  # and a batch that does not split over processes
     eval_rows = None
     if cfg.eval_file:
         eval_rows, eval_fmt = read_rows(cfg.eval_file, "eval_file")
@@ -262,6 +293,20 @@ def _save_final(trainer, tokenizer, cfg: TrainConfig) -> Path:
     return final
 
 
+def _save_sharded_final(trainer, cfg: TrainConfig, main: bool) -> None:
+    """DeepSpeed: ``trainer.save_model`` gathers the 16-bit weights from every rank (rank 0 writes them); LoRA is
+    saved as an adapter (merging needs the whole model in one process)."""
+    tmp = cfg.final_dir.with_name(cfg.final_dir.name + ".tmp")
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp))
+    if main:
+        trainer.processing_class.save_pretrained(str(tmp))
+        shutil.rmtree(cfg.final_dir, ignore_errors=True)
+        tmp.rename(cfg.final_dir)
+
+
 def train(config: TrainConfig, model=None, tokenizer=None) -> Path:
     """Fine-tune the student as ``config`` says and return ``output_dir/final``.
 
@@ -272,8 +317,10 @@ def train(config: TrainConfig, model=None, tokenizer=None) -> Path:
     """
     trainer, cfg, info = build_trainer(config, model=model, tokenizer=tokenizer)
     out = cfg.output_path
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / CONFIG_FILENAME)
+    main = trainer.is_world_process_zero()  # several processes (accelerate launch): only rank 0 writes files
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / CONFIG_FILENAME)
     resume = last_checkpoint(out)
     _log(
         f"{info['model']}: {info['examples']} {info['format']} examples "
@@ -281,6 +328,11 @@ def train(config: TrainConfig, model=None, tokenizer=None) -> Path:
         f"{'LoRA r=' + str(cfg.lora_r) if cfg.lora else 'full fine-tuning'}, lr {cfg.learning_rate:g}, "
         f"{'bf16' if cfg.bf16 else cfg.dtype}, effective batch "
         f"{cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps}"
+        + (
+            f" ({world_size()} processes x {trainer.args.gradient_accumulation_steps} accumulated)"
+            if world_size() > 1
+            else ""
+        )  # fmt: skip
         + (f"; resuming from {resume.name}" if resume else "")
     )
     began = time.perf_counter()
@@ -295,7 +347,14 @@ def train(config: TrainConfig, model=None, tokenizer=None) -> Path:
     session_steps = state.global_step - (int(resume.name.rsplit("-", 1)[-1]) if resume else 0)
     losses = [h["loss"] for h in state.log_history if "loss" in h]
     eval_losses = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
-    final = _save_final(trainer, trainer.processing_class, cfg)
+    final = cfg.final_dir
+    if getattr(trainer, "is_deepspeed_enabled", False):  # ZeRO-3 shards the weights: every rank joins the save
+        _save_sharded_final(trainer, cfg, main)
+    elif main:
+        _save_final(trainer, trainer.processing_class, cfg)
+    trainer.accelerator.wait_for_everyone()  # the other ranks return once the model is on disk
+    if not main:
+        return final
     summary = {
         **info,
         "final": final.name,  # relative to output_dir
@@ -310,6 +369,8 @@ def train(config: TrainConfig, model=None, tokenizer=None) -> Path:
         "tokens_seen": tokens,
         "tokens_per_second": round(tokens / runtime, 1) if runtime > 0 else None,
         "device": str(trainer.args.device),
+        "processes": world_size(),
+        "gradient_accumulation_steps_per_process": trainer.args.gradient_accumulation_steps,
     }
     atomic_write_json(out / SUMMARY_FILENAME, summary, indent=2)
     _log(
