@@ -198,3 +198,31 @@ def test_server_stage_mixes_samples_and_overlaps_batches(tmp_path):
     lines = (tmp_path / "log.jsonl").read_text().splitlines()
     assert sorted((json.loads(x)["task_id"], json.loads(x)["sample"]) for x in lines) == sorted(done)
     assert stats.generated_now == 15 and 0 < stats.seconds <= wall
+
+
+def test_vllm_server_command_and_a_clear_error_without_vllm(tmp_path):
+    """server_impl / --backend vllm: vLLM's own OpenAI server, with a registry name mapped to its Hugging Face
+    model; where vLLM is not installed (this CPU machine) a user gets one line, exit 2, before any generation."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    from iterkd.models.llama_server import LlamaServer
+
+    srv = LlamaServer("qwen2.5-coder-0.5b-instruct", impl="vllm", parallel=8, tensor_parallel=2, data_parallel=3,
+                      port=8123, n_ctx=2048)  # fmt: skip
+    srv._resolve_model()
+    cmd = srv._command()
+    assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    flags = dict(zip(cmd[3::2], cmd[4::2]))
+    assert flags == {"--model": "Qwen/Qwen2.5-Coder-0.5B-Instruct", "--served-model-name": "qwen2.5-coder-0.5b-instruct",
+                     "--host": "127.0.0.1", "--port": "8123", "--max-model-len": "2048", "--max-num-seqs": "8",
+                     "--seed": "0", "--tensor-parallel-size": "2", "--data-parallel-size": "3"}  # fmt: skip
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here: the missing-vLLM error does not apply")
+    res = subprocess.run([sys.executable, "-m", "iterkd", "eval", "--model", "qwen2.5-coder-0.5b-instruct",
+                          "--benchmark", "humaneval", "--limit", "1", "--backend", "vllm", "--out", str(tmp_path / "e")],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("iterkd: error: server_impl vllm: vLLM is not installed")

@@ -57,7 +57,7 @@ def test_stats():
 
 def test_unknown_backend_and_llamacpp_needs_gguf():
     with pytest.raises(UserError, match="unknown backend"):
-        load_generator(MODEL, backend="vllm")
+        load_generator(MODEL, backend="tgi")
     with pytest.raises(UserError, match="GGUF"):
         load_generator("Qwen/Qwen2.5-Coder-0.5B-Instruct", backend="llama.cpp")
 

@@ -153,7 +153,7 @@ def test_shared_stage_dir_reuses_records_and_refuses_other_settings(tmp_path):
     with pytest.raises(UserError, match="other settings.*student_sampling"):
         build_data(other, Path(other.run_dir), progress=False)
     with pytest.raises(UserError, match="unknown backend"):
-        load_distill_config(None, common + ["run_dir=x", "student_backend=vllm"], "persd")
+        load_distill_config(None, common + ["run_dir=x", "student_backend=tgi"], "persd")
 
 
 def test_every_committed_config_still_loads():

@@ -1,7 +1,8 @@
 """An embedded OpenAI-compatible server for a GGUF model, run by iterkd: llama.cpp's native ``llama-server``
 when it is built (``iterkd models build-server``; it decodes ``parallel`` requests together), else
 llama-cpp-python's ``llama_cpp.server`` (one request at a time). ``impl`` picks: "auto" (native if built),
-"native" or "python".
+"native" or "python"; or "vllm": vLLM's OpenAI server for transformers weights (an optional extra for GPU
+machines), started, watched and stopped the same way.
 
 ``LlamaServer`` starts the server as a child process on 127.0.0.1 and a free port, waits until
 ``GET /v1/models`` answers, and stops it again (SIGTERM to its process group, SIGKILL after a grace period)
@@ -51,7 +52,7 @@ from iterkd.errors import UserError
 _NO_EXTRA_BUFTS = "--iterkd-no-extra-bufts"
 _PARENT_PID = "--iterkd-parent-pid"
 
-IMPLS = ("auto", "native", "python")
+IMPLS = ("auto", "native", "python", "vllm")
 
 # Servers still running, stopped at interpreter exit if their owner forgot (weak: no leak of stopped ones).
 _LIVE: weakref.WeakSet[LlamaServer] = weakref.WeakSet()
@@ -121,6 +122,8 @@ class LlamaServer:
         impl: str = "auto",
         kv_unified: bool = False,
         flash_attn: str = "auto",
+        tensor_parallel: int = 1,
+        data_parallel: int = 1,
     ) -> None:
         if impl not in IMPLS:
             raise UserError(f"llama.cpp server: unknown impl {impl!r}; choose one of {', '.join(IMPLS)}")
@@ -144,6 +147,7 @@ class LlamaServer:
         self.kv_unified = kv_unified
         self.flash_attn = flash_attn
         self.impl = impl
+        self.tensor_parallel, self.data_parallel = tensor_parallel, data_parallel  # vLLM only
         self.binary: Path | None = None  # the native llama-server, when that is what runs
         self.model_name: str = ""
         self.model_path: Path | None = None
@@ -178,6 +182,11 @@ class LlamaServer:
         from iterkd.models.registry import MODELS, resolve
 
         text = self.model.strip()
+        if self.impl == "vllm":  # vLLM serves transformers weights: a registry name means its Hugging Face model
+            spec = MODELS.get(text.lower())
+            self.model_path, self.model_name = None, spec.name if spec else text
+            self._vllm_model = spec.hf_id if spec else text
+            return
         if text.lower() in MODELS:
             ref = resolve(text)
             self.model_path, self.model_name = ref.path, ref.name
@@ -189,6 +198,16 @@ class LlamaServer:
     def _resolve_impl(self) -> None:
         from iterkd.models.llamacpp_source import native_server
 
+        if self.impl == "vllm":
+            import importlib.util
+
+            if importlib.util.find_spec("vllm") is None:
+                raise UserError(
+                    "server_impl vllm: vLLM is not installed in this environment (pip install vllm, on a machine "
+                    "with a GPU; it is an optional extra, never part of the CPU setup)"
+                )
+            self.binary = None
+            return
         binary = native_server() if self.impl in ("auto", "native") else None
         if self.impl == "native" and binary is None:
             raise UserError("no native llama-server is built; run `iterkd models build-server` (or make llama-server)")
@@ -197,6 +216,8 @@ class LlamaServer:
     def _command(self) -> list[str]:
         from iterkd.models.backends.llamacpp import use_extra_bufts
 
+        if self.impl == "vllm":
+            return self._vllm_command()
         extra_bufts = use_extra_bufts(self.extra_bufts)
         if self.binary is not None:
             cmd = [
@@ -225,6 +246,16 @@ class LlamaServer:
         if not extra_bufts:
             cmd.append(_NO_EXTRA_BUFTS)
         return cmd + self.extra_args
+
+    def _vllm_command(self) -> list[str]:
+        """vLLM's OpenAI-compatible server: ``parallel`` sequences batched, tensor/data parallel over GPUs."""
+        return [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", self._vllm_model, "--served-model-name", self.model_name,
+            "--host", self.host, "--port", str(self.port),
+            "--max-model-len", str(self.n_ctx), "--max-num-seqs", str(self.parallel), "--seed", "0",
+            "--tensor-parallel-size", str(self.tensor_parallel), "--data-parallel-size", str(self.data_parallel),
+        ] + self.extra_args  # fmt: skip
 
     def start(self) -> LlamaServer:
         """Start the server and wait until it answers; raise UserError (with the log's tail) if it does not."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from iterkd.errors import UserError
 from iterkd.models.base import Generator
 
-BACKENDS = ("auto", "llamacpp", "hf", "openai", "llama-server")  # canonical names
-NAMES = ("auto", "llama.cpp", "transformers", "llama-server", "openai")  # what users are told to choose from
+BACKENDS = ("auto", "llamacpp", "hf", "openai", "llama-server", "vllm")  # canonical names
+NAMES = ("auto", "llama.cpp", "transformers", "llama-server", "vllm", "openai")  # what users are told to choose from
 _ALIASES = {
     "llama.cpp": "llamacpp",
     "llama_cpp": "llamacpp",
@@ -56,7 +56,7 @@ def resolve_backend(model: str, backend: str = "auto") -> str:
 def server_kw(model: str, backend: str, batch_size: int) -> dict:
     """Backend arguments for ``load_generator``: the llama-server backend (also what "auto" picks when it is
     built) decodes ``batch_size`` requests together."""
-    return {"parallel": batch_size} if resolve_backend(model, backend) == "llama-server" else {}
+    return {"parallel": batch_size} if resolve_backend(model, backend) in ("llama-server", "vllm") else {}
 
 
 def load_generator(model: str, backend: str = "auto", **kw) -> Generator:
@@ -69,7 +69,8 @@ def load_generator(model: str, backend: str = "auto", **kw) -> Generator:
     ``iterkd.teacher``: ``model`` is the endpoint's model name and the keyword arguments are
     ``TeacherConfig`` fields such as base_url; a registry name or .gguf path without base_url is served by an
     embedded llama.cpp server), or ``"llama-server"`` (alias ``"server"``: a registry name or .gguf path served
-    by llama.cpp's native llama-server, ``parallel`` requests decoded together (default 16) with flash
+    by llama.cpp's native llama-server, or ``"vllm"`` (vLLM's server, when installed; registry names serve their
+    Hugging Face model), ``parallel`` requests decoded together (default 16) with flash
     attention, a registry model in its ``serve_quant`` type -- the fast path for many prompts on a CPU; answers
     are not cached, callers keep them). Extra keyword arguments go to the backend's
     constructor (llama.cpp: n_ctx, n_threads, n_gpu_layers, seed, verbose; transformers: device, dtype,
@@ -94,6 +95,13 @@ def load_generator(model: str, backend: str = "auto", **kw) -> Generator:
             "cache_path": ":memory:",
             **kw,
         }
+        return load_teacher(TeacherConfig.from_dict(cfg))
+    if b == "vllm":  # vLLM's server (when installed): a registry name serves its Hugging Face model
+        from iterkd.teacher import TeacherConfig, load_teacher
+
+        parallel = int(kw.pop("parallel", 16))
+        cfg = {"served_model": model, "server_impl": "vllm", "server_parallel": parallel, "concurrency": parallel,
+               "cache_path": ":memory:", **kw}  # fmt: skip
         return load_teacher(TeacherConfig.from_dict(cfg))
     if b == "openai":
         from iterkd.teacher import TeacherConfig, load_teacher

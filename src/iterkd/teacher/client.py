@@ -142,12 +142,16 @@ class OpenAIChatGenerator(BaseGenerator):
             impl=config.server_impl,
             parallel=config.server_parallel or config.concurrency,
             flash_attn=config.server_flash_attn,
+            tensor_parallel=config.server_tensor_parallel,
+            data_parallel=config.server_data_parallel,
         ).start()
         self.base_url, self.model = self.server.base_url, self.server.model_name
         self.base_urls = [self.base_url]
         self.name = self.model
         path = self.server.model_path
-        if path is not None and str(config.served_model).strip().lower().endswith(".gguf"):
+        if config.server_impl == "vllm":  # other weights (and numerics) than llama.cpp's GGUF of the same name
+            self._cache_model = f"{self.model}@vllm:{self.server._vllm_model}"
+        elif path is not None and str(config.served_model).strip().lower().endswith(".gguf"):
             # a file's name says nothing of its weights (every trained student is final.q8_0.gguf):
             # key the cache on the file's identity as well
             st = Path(path).stat()

@@ -28,7 +28,9 @@ class TeacherConfig(ConfigModel):
     nothing persists.
     served_model: a registry name or ``.gguf`` path that iterkd serves itself (``LlamaServer``, ``server_*``
     settings); excludes ``base_url``. server_impl: "auto" (llama.cpp's native llama-server if built, else
-    ``llama_cpp.server``), "native" or "python". server_parallel: requests the native server decodes together
+    ``llama_cpp.server``), "native", "python", or "vllm" (vLLM's OpenAI server, when vLLM is installed: a registry
+    name serves its Hugging Face model, otherwise a model directory or hub id; ``server_tensor_parallel`` and
+    ``server_data_parallel`` spread it over GPUs). server_parallel: requests the native server decodes together
     (None = ``concurrency``). server_flash_attn: the native server's ``--flash-attn`` ("auto" leaves llama.cpp's
     choice, which is off on a CPU; "on" is ~5% faster for 16 slots of a small student).
     extra_body: extra JSON fields sent with every request (e.g. ``{"min_p": 0}`` for vLLM); part of the
@@ -64,7 +66,9 @@ class TeacherConfig(ConfigModel):
     server_threads: Optional[int] = Field(None, ge=1)
     server_log: Optional[str] = None
     server_startup_timeout_s: float = Field(300.0, gt=0)
-    server_impl: Literal["auto", "native", "python"] = "auto"
+    server_impl: Literal["auto", "native", "python", "vllm"] = "auto"
+    server_tensor_parallel: int = Field(1, ge=1)  # vLLM: GPUs per model replica
+    server_data_parallel: int = Field(1, ge=1)  # vLLM: model replicas
     server_parallel: Optional[int] = Field(None, ge=1)
     server_flash_attn: Literal["auto", "on", "off"] = "auto"
     extra_body: Optional[dict] = None
