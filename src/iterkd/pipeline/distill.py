@@ -152,8 +152,12 @@ def launch_training(tcfg, launcher: str) -> Path:
     out = tcfg.output_path
     out.mkdir(parents=True, exist_ok=True)
     tcfg.save(out / "launch_config.yaml")
+    from iterkd.models.llama_server import free_port
+
+    # a free rendezvous port: two runs on one machine must not meet on accelerate's default 29500
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launcher),
-           "-m", "iterkd", "train", "--config", str(out / "launch_config.yaml")]  # fmt: skip
+           "--main_process_port", str(free_port()), "-m", "iterkd", "train", "--config",
+           str(out / "launch_config.yaml")]  # fmt: skip
     code = subprocess.run(cmd).returncode
     if code != 0 or not (tcfg.final_dir / "config.json").exists():
         raise UserError(f"training under accelerate failed (exit {code}; its output is above): {' '.join(cmd)}")
