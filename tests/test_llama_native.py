@@ -102,7 +102,7 @@ def test_native_impl_without_binary_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="iterkd models build-server"):
         LlamaServer(MODEL, impl="native").start()
     with pytest.raises(UserError, match="unknown impl"):
-        LlamaServer(MODEL, impl="vllm")
+        LlamaServer(MODEL, impl="tgi")
     with pytest.raises(UserError, match="registry model or a .gguf"):
         load_generator("some/hub-id", backend="llama-server")
 
