@@ -53,7 +53,8 @@ def build_report(paths: list[str | Path], out: str | Path, pairs: list[tuple[str
     md = [f"# {title}", "", intro, "", "## Rows", "", markdown(*rt), "", "## Paired comparisons", "",
           markdown(*pt) if pt[1] else "(one row: nothing to pair)", ""]  # fmt: skip
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>", "<h2>Rows</h2>", _html_table(*rt),
-            "<h2>Paired comparisons</h2>", _html_table(*pt) if pt[1] else "<p>(one row: nothing to pair)</p>"]  # fmt: skip
+            "<h2>Paired comparisons</h2>",
+            _html_table(*pt) if pt[1] else "<p>(one row: nothing to pair)</p>"]  # fmt: skip
     md += ["## Plots", ""]
     body.append("<h2>Plots</h2>")
     for p in made:

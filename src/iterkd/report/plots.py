@@ -37,6 +37,12 @@ def _save(fig, out: Path, stem: str) -> None:
     fig.savefig(out / f"{stem}.svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight", pad_inches=0.08)
 
 
+def _finish(fig, plt, out: Path, stem: str, caption: str) -> Plot:
+    _save(fig, out, stem)
+    plt.close(fig)
+    return Plot(stem, caption)
+
+
 def _figure(rows: int, cols: int, w: float, h: float):
     import matplotlib
 
@@ -69,10 +75,14 @@ def pass_at_1(rows: list[Row], out: Path) -> Plot | None:
         ax.set_title(f"{bench} ({n_tasks} tasks)")
         ax.set_xlabel("pass@1 %")
         ax.set_xlim(left=0)
-    _save(fig, out, "pass_at_1")
-    plt.close(fig)
-    return Plot("pass_at_1", "pass@1 of every row on every benchmark; bars are 95% bootstrap intervals over tasks "
-                "(and over samples when a task has several). From each row's results.json.")  # fmt: skip
+    return _finish(
+        fig,
+        plt,
+        out,
+        "pass_at_1",
+        "pass@1 of every row on every benchmark; bars are 95% bootstrap intervals over tasks "
+        "(and over samples when a task has several). From each row's results.json.",
+    )
 
 
 def cost_frontier(rows: list[Row], out: Path) -> Plot | None:
@@ -112,12 +122,16 @@ def cost_frontier(rows: list[Row], out: Path) -> Plot | None:
         ax.set_ylabel("pass@1 %")
         ax.set_xlim(left=0)
         ax.legend(fontsize=6, loc="best")
-    _save(fig, out, "cost_frontier")
-    plt.close(fig)
-    return Plot("cost_frontier", "pass@1 against the teacher tokens each row's training data cost (data cards; "
-                "an IterKD round: all tokens spent up to it), one colour per student; the line joins the rows "
-                "that no cheaper row of the same student beats; dashed: rows without a data card (untrained models, "
-                "evaluation-only rows).")  # fmt: skip
+    return _finish(
+        fig,
+        plt,
+        out,
+        "cost_frontier",
+        "pass@1 against the teacher tokens each row's training data cost (data cards; "
+        "an IterKD round: all tokens spent up to it), one colour per student; the line joins the rows "
+        "that no cheaper row of the same student beats; dashed: rows without a data card (untrained models, "
+        "evaluation-only rows).",
+    )
 
 
 def rounds(runs: list[Run], rows: list[Row], out: Path) -> Plot | None:
@@ -162,11 +176,15 @@ def rounds(runs: list[Run], rows: list[Row], out: Path) -> Plot | None:
         for a in ax_row:
             a.set_xlabel("round")
             a.set_xticks(sorted(set([0, *ks])) if a is ax_row[0] else ks)
-    _save(fig, out, "rounds")
-    plt.close(fig)
-    return Plot("rounds", "IterKD runs round by round: pass@1 of each round's student (round 0 = the base), the "
-                "easy/medium/hard buckets of Stage III, the preference pairs and new questions kept, and the "
-                "rubric judge's ROC AUC against execution (0.5 = chance). From RUN/summary.json.")  # fmt: skip
+    return _finish(
+        fig,
+        plt,
+        out,
+        "rounds",
+        "IterKD runs round by round: pass@1 of each round's student (round 0 = the base), the "
+        "easy/medium/hard buckets of Stage III, the preference pairs and new questions kept, and the "
+        "rubric judge's ROC AUC against execution (0.5 = chance). From RUN/summary.json.",
+    )
 
 
 # (label, data card key) in the order data flows; a stage a method does not have is left out
@@ -218,12 +236,16 @@ def funnel(rows: list[Row], runs: list[Run], out: Path) -> Plot | None:
         for y, (_, n) in enumerate(stages):
             ax.annotate(str(n), (n, y), fontsize=7, xytext=(2, -3), textcoords="offset points")
         ax.set_title(name, fontsize=8)
-    _save(fig, out, "funnel")
-    plt.close(fig)
-    return Plot("funnel", "The data funnel of each row: seed tasks -> after decontamination -> student failed -> "
-                "teacher asked -> teacher passed -> training examples kept (data_card.json); for IterKD, Stage "
-                "III's questions asked -> parsed -> validated by execution -> unique -> clean -> accepted, summed "
-                "over rounds (summary.json).")  # fmt: skip
+    return _finish(
+        fig,
+        plt,
+        out,
+        "funnel",
+        "The data funnel of each row: seed tasks -> after decontamination -> student failed -> "
+        "teacher asked -> teacher passed -> training examples kept (data_card.json); for IterKD, Stage "
+        "III's questions asked -> parsed -> validated by execution -> unique -> clean -> accepted, summed "
+        "over rounds (summary.json).",
+    )
 
 
 def repair_steps(rows: list[Row], out: Path) -> Plot | None:
@@ -240,10 +262,14 @@ def repair_steps(rows: list[Row], out: Path) -> Plot | None:
     ax.set_ylabel("pass@1 %")
     ax.set_xticks(range(max(len(s) for *_, s in lines)))
     ax.legend(fontsize=7)
-    _save(fig, out, "repair_steps")
-    plt.close(fig)
-    return Plot("repair_steps", "pass@1 after each step of multi-step repair at test time (step 0 = the first "
-                "answer), from the repair_steps of each results.json.")  # fmt: skip
+    return _finish(
+        fig,
+        plt,
+        out,
+        "repair_steps",
+        "pass@1 after each step of multi-step repair at test time (step 0 = the first "
+        "answer), from the repair_steps of each results.json.",
+    )
 
 
 def paired_matrix(rows: list[Row], out: Path) -> Plot | None:
@@ -275,9 +301,13 @@ def paired_matrix(rows: list[Row], out: Path) -> Plot | None:
         ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=6)
         ax.set_yticks(range(n), names, fontsize=6)
         ax.set_title(f"{bench}: row vs column (first sample)")
-    _save(fig, out, "paired")
-    plt.close(fig)
-    return Plot("paired", "Paired wins and losses, task by task: cell (row, column) = tasks only the row solves "
-                "(+) and only the column solves (-), with the two-sided exact sign test's p (bold below 0.05); "
-                "blue = the row is ahead. From the samples in each results.json (the first sample of each "
-                "task).")  # fmt: skip
+    return _finish(
+        fig,
+        plt,
+        out,
+        "paired",
+        "Paired wins and losses, task by task: cell (row, column) = tasks only the row solves "
+        "(+) and only the column solves (-), with the two-sided exact sign test's p (bold below 0.05); "
+        "blue = the row is ahead. From the samples in each results.json (the first sample of each "
+        "task).",
+    )
