@@ -128,25 +128,24 @@ def _answered(generator, batches, params, mixed: bool):
         return
     last_end = 0.0
     pool = cf.ThreadPoolExecutor(2, thread_name_prefix="iterkd-stage")  # two chat calls in flight at most
-    ahead: list = []
-    sent: list = []
+    ahead: list = []  # (batch, future) asked and not yet handed back
+
+    def oldest():
+        nonlocal last_end
+        batch0, fut = ahead.pop(0)
+        began, completions, ended = fut.result()
+        spent, last_end = ended - max(began, last_end), ended
+        return batch0, completions, spent
+
     try:
         for batch in batches:
             ahead.append((batch, pool.submit(ask, batch)))
-            sent = [f for f in sent if not f.done()] + [ahead[-1][1]]  # calls that may still be running
-            if len(ahead) < 2:
-                continue
-            batch0, fut = ahead.pop(0)
-            began, completions, ended = fut.result()
-            yield batch0, completions, ended - max(began, last_end)
-            last_end = ended
+            if len(ahead) == 2:
+                yield oldest()
         while ahead:
-            batch0, fut = ahead.pop(0)
-            began, completions, ended = fut.result()
-            yield batch0, completions, ended - max(began, last_end)
-            last_end = ended
+            yield oldest()
     finally:  # an error or Ctrl-C: drop the requests not yet sent (answers in flight finish, as without overlap)
-        if not all(f.done() for f in sent):
+        if not all(fut.done() for _, fut in ahead):
             getattr(generator, "cancel_pending", lambda: None)()
         pool.shutdown(wait=False, cancel_futures=True)
 

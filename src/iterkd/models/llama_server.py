@@ -148,6 +148,7 @@ class LlamaServer:
         self.flash_attn = flash_attn
         self.impl = impl
         self.tensor_parallel, self.data_parallel = tensor_parallel, data_parallel  # vLLM only
+        self.vllm_model = ""  # vLLM: the Hugging Face model (id or directory) it serves
         self.binary: Path | None = None  # the native llama-server, when that is what runs
         self.model_name: str = ""
         self.model_path: Path | None = None
@@ -185,7 +186,7 @@ class LlamaServer:
         if self.impl == "vllm":  # vLLM serves transformers weights: a registry name means its Hugging Face model
             spec = MODELS.get(text.lower())
             self.model_path, self.model_name = None, spec.name if spec else text
-            self._vllm_model = spec.hf_id if spec else text
+            self.vllm_model = spec.hf_id if spec else text
             return
         if text.lower() in MODELS:
             ref = resolve(text)
@@ -251,7 +252,7 @@ class LlamaServer:
         """vLLM's OpenAI-compatible server: ``parallel`` sequences batched, tensor/data parallel over GPUs."""
         return [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", self._vllm_model, "--served-model-name", self.model_name,
+            "--model", self.vllm_model, "--served-model-name", self.model_name,
             "--host", self.host, "--port", str(self.port),
             "--max-model-len", str(self.n_ctx), "--max-num-seqs", str(self.parallel), "--seed", "0",
             "--tensor-parallel-size", str(self.tensor_parallel), "--data-parallel-size", str(self.data_parallel),

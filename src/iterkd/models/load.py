@@ -79,29 +79,19 @@ def load_generator(model: str, backend: str = "auto", **kw) -> Generator:
     from iterkd.models.registry import MODELS, resolve, serving_path
 
     b = resolve_backend(model, backend)
-    if b == "llama-server":
+    if b in ("llama-server", "vllm"):  # a server of our own, its requests decoded together
         from iterkd.teacher import TeacherConfig, load_teacher
 
-        if not _servable(model):
+        if b == "llama-server" and not _servable(model):
             raise UserError(f"{model}: the llama-server backend serves a registry model or a .gguf file")
         parallel = int(kw.pop("parallel", 16))
         name = model.strip().lower()
-        cfg = {
-            "served_model": str(serving_path(name)) if name in MODELS else model,
-            "server_impl": "native",
-            "server_parallel": parallel,
-            "server_flash_attn": "on",
-            "concurrency": parallel,
-            "cache_path": ":memory:",
-            **kw,
-        }
-        return load_teacher(TeacherConfig.from_dict(cfg))
-    if b == "vllm":  # vLLM's server (when installed): a registry name serves its Hugging Face model
-        from iterkd.teacher import TeacherConfig, load_teacher
-
-        parallel = int(kw.pop("parallel", 16))
-        cfg = {"served_model": model, "server_impl": "vllm", "server_parallel": parallel, "concurrency": parallel,
-               "cache_path": ":memory:", **kw}  # fmt: skip
+        if b == "vllm":  # registry names serve their Hugging Face model
+            server = {"served_model": model, "server_impl": "vllm"}
+        else:
+            served = str(serving_path(name)) if name in MODELS else model
+            server = {"served_model": served, "server_impl": "native", "server_flash_attn": "on"}
+        cfg = {**server, "server_parallel": parallel, "concurrency": parallel, "cache_path": ":memory:", **kw}
         return load_teacher(TeacherConfig.from_dict(cfg))
     if b == "openai":
         from iterkd.teacher import TeacherConfig, load_teacher

@@ -40,7 +40,7 @@ def build_report(paths: list[str | Path], out: str | Path, pairs: list[tuple[str
     out = Path(out)
     rows, runs = load(paths)
     plot_dir = out / "plots"
-    made = [p for p in (P.pass_at_1(rows, plot_dir), P.cost_frontier(rows, plot_dir), P.rounds(runs, rows, plot_dir),
+    made = [p for p in (P.pass_at_1(rows, plot_dir), P.cost_frontier(rows, plot_dir), P.rounds(runs, plot_dir),
                         P.funnel(rows, runs, plot_dir), P.repair_steps(rows, plot_dir),
                         P.paired_matrix(rows, plot_dir)) if p is not None]  # fmt: skip
     for stale in plot_dir.glob("*.*"):  # a plot an earlier report had and this one has not

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from iterkd.evaluate.stats import bootstrap_ci, paired_counts, sign_test
+from iterkd.evaluate.stats import paired_counts, sign_test
 from iterkd.report.runs import Row, Run, benchmarks
 
 STYLE = {
@@ -66,7 +66,7 @@ def pass_at_1(rows: list[Row], out: Path) -> Plot | None:
             res = row.results.get(bench)
             if res is None:
                 continue
-            est, lo, hi = bootstrap_ci(list(res.passed.values()))
+            est, lo, hi = res.ci
             ax.barh(i, 100 * est, color=COLORS[0], height=0.6)
             ax.errorbar(100 * est, i, xerr=[[100 * (est - lo)], [100 * (hi - est)]], color="black", capsize=2, lw=1)
         ax.set_yticks(range(len(rows)), names if ax is axes[0][0] else [""] * len(rows))
@@ -134,7 +134,7 @@ def cost_frontier(rows: list[Row], out: Path) -> Plot | None:
     )
 
 
-def rounds(runs: list[Run], rows: list[Row], out: Path) -> Plot | None:
+def rounds(runs: list[Run], out: Path) -> Plot | None:
     """IterKD runs, per round: pass@1, bucket counts, pairs kept, the judge's ROC AUC against execution."""
     if not runs:
         return None

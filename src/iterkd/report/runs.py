@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from iterkd.errors import UserError
 from iterkd.evaluate.check import RESULTS_FORMAT
+from iterkd.evaluate.stats import bootstrap_ci
 
 
 @dataclass
@@ -30,6 +32,11 @@ class BenchResult:
     passed: dict[str, list[bool]]
     pass_at_k: dict[str, float]
     steps: list[float] = field(default_factory=list)  # multi-step repair: pass@1 after each step (0 = first answer)
+
+    @cached_property
+    def ci(self) -> tuple[float, float, float]:
+        """pass@1 and its 95% bootstrap interval (over tasks, and samples within a task), computed once."""
+        return bootstrap_ci(list(self.passed.values()))
 
     @property
     def n_samples(self) -> int:

@@ -4,7 +4,7 @@ difference's interval). ``markdown`` renders one."""
 
 from __future__ import annotations
 
-from iterkd.evaluate.stats import bootstrap_ci, paired_counts, paired_diff_ci, sign_test
+from iterkd.evaluate.stats import paired_counts, paired_diff_ci, sign_test
 from iterkd.report.runs import Row, benchmarks
 
 TITLES = {"humaneval": "HumanEval", "mbpp": "MBPP test", "mbpp-validation": "MBPP validation (tuning)"}
@@ -18,7 +18,7 @@ def _pass_cell(row: Row, bench: str) -> str:
     res = row.results.get(bench)
     if res is None:
         return "-"
-    _, lo, hi = bootstrap_ci(list(res.passed.values()))
+    _, lo, hi = res.ci
     text = f"{100 * res.pass_at_k['pass@1']:.2f} ({res.n_passed}/{res.n_samples}) [{100 * lo:.1f}, {100 * hi:.1f}]"
     if res.steps:
         text += " [steps: " + " -> ".join(f"{100 * s:.2f}" for s in res.steps) + "]"

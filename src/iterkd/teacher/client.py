@@ -150,7 +150,7 @@ class OpenAIChatGenerator(BaseGenerator):
         self.name = self.model
         path = self.server.model_path
         if config.server_impl == "vllm":  # other weights (and numerics) than llama.cpp's GGUF of the same name
-            self._cache_model = f"{self.model}@vllm:{self.server._vllm_model}"
+            self._cache_model = f"{self.model}@vllm:{self.server.vllm_model}"
         elif path is not None and str(config.served_model).strip().lower().endswith(".gguf"):
             # a file's name says nothing of its weights (every trained student is final.q8_0.gguf):
             # key the cache on the file's identity as well

@@ -276,35 +276,30 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
     return Path(found) if found else None
 
 
-def _save_final(trainer, tokenizer, cfg: TrainConfig) -> Path:
+def _save_final(trainer, tokenizer, cfg: TrainConfig, main: bool = True) -> Path:
+    """Save the trained model and tokenizer to ``final/`` (through ``final.tmp`` and a rename); ``main``: this
+    process writes (rank 0). DeepSpeed: every rank calls ``trainer.save_model``, which gathers the 16-bit weights
+    (rank 0 writes them); LoRA is then saved as an adapter (merging needs the whole model in one process)."""
     final = cfg.final_dir
     tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model = trainer.model
-    if cfg.lora and cfg.merge_lora:
-        model = model.merge_and_unload()
-    if hasattr(model, "config"):
-        model.config.use_cache = True
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    return final
-
-
-def _save_sharded_final(trainer, cfg: TrainConfig, main: bool) -> None:
-    """DeepSpeed: ``trainer.save_model`` gathers the 16-bit weights from every rank (rank 0 writes them); LoRA is
-    saved as an adapter (merging needs the whole model in one process)."""
-    tmp = cfg.final_dir.with_name(cfg.final_dir.name + ".tmp")
     if main:
         shutil.rmtree(tmp, ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(tmp))
+    if getattr(trainer, "is_deepspeed_enabled", False):  # ZeRO-3 shards the weights: every rank joins the save
+        trainer.accelerator.wait_for_everyone()
+        trainer.save_model(str(tmp))
+    elif main:
+        model = trainer.model
+        if cfg.lora and cfg.merge_lora:
+            model = model.merge_and_unload()
+        if hasattr(model, "config"):
+            model.config.use_cache = True
+        model.save_pretrained(str(tmp))
     if main:
-        trainer.processing_class.save_pretrained(str(tmp))
-        shutil.rmtree(cfg.final_dir, ignore_errors=True)
-        tmp.rename(cfg.final_dir)
+        tokenizer.save_pretrained(str(tmp))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    return final
 
 
 def train(config: TrainConfig, model=None, tokenizer=None) -> Path:
@@ -347,11 +342,7 @@ def train(config: TrainConfig, model=None, tokenizer=None) -> Path:
     session_steps = state.global_step - (int(resume.name.rsplit("-", 1)[-1]) if resume else 0)
     losses = [h["loss"] for h in state.log_history if "loss" in h]
     eval_losses = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
-    final = cfg.final_dir
-    if getattr(trainer, "is_deepspeed_enabled", False):  # ZeRO-3 shards the weights: every rank joins the save
-        _save_sharded_final(trainer, cfg, main)
-    elif main:
-        _save_final(trainer, trainer.processing_class, cfg)
+    final = _save_final(trainer, trainer.processing_class, cfg, main)
     trainer.accelerator.wait_for_everyone()  # the other ranks return once the model is on disk
     if not main:
         return final
