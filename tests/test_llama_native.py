@@ -122,7 +122,7 @@ def test_eval_with_llama_server_backend(tmp_path):
     gen = doc["generation"]
     assert gen["total_seconds"] == pytest.approx(sum(r["seconds"] for r in rows), abs=0.1)
     assert gen["total_tokens_per_second"] > 0
-    with pytest.raises(UserError, match="eval: unknown backend 'openai'"):
+    with pytest.raises(UserError, match="eval: backend 'openai': evaluation runs a local student.*--base-url"):
         EvalConfig(model=MODEL, benchmark="humaneval", backend="openai")
 
 

@@ -168,7 +168,8 @@ def iterkd_cli(*args):
 def test_cli_train_help_and_one_line_errors(tmp_path):
     res = iterkd_cli("train", "--help")
     assert res.returncode == 0 and "Usage" in res.stdout
-    for key in ("learning_rate", "lora_target_modules", "merge_lora", "train_file"):
+    for key in ("learning_rate", "lora_target_modules", "merge_lora", "train_file", "--objective", "beta",
+                "precompute_ref_log_probs"):  # fmt: skip
         assert key in res.stdout
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"model: {MODEL}\ntrain_file: {tmp_path / 'missing.jsonl'}\noutput_dir: {tmp_path / 'o'}\n")
@@ -176,6 +177,10 @@ def test_cli_train_help_and_one_line_errors(tmp_path):
         (["--config", cfg, "max_step=3"], "override 'max_step=3': unknown setting 'max_step' (did you mean max_steps"),
         (["--config", cfg], "missing.jsonl: no such train file"),
         (["--config", tmp_path / "nope.yaml"], "nope.yaml: no such config file"),
+        (["--config", cfg, "--objective", "kto"], "unknown training objective 'kto'; choose sft or preference"),
+        (["--config", cfg, "beta=0.2"], "unknown setting 'beta'"),  # a preference key without --objective preference
+        (["--config", cfg, "--objective", "preference", "beta=0"], "'beta' must be greater than 0"),
+        (["--config", cfg, "--objective", "preference"], "missing.jsonl"),
     ):
         res = iterkd_cli("train", *args)
         assert res.returncode == 2, res.stderr
@@ -549,3 +554,34 @@ def test_accelerate_launcher_of_distill_trains_in_two_processes(tmp_path, base_m
     assert s["processes"] == 2 and s["global_step"] == 1 and s["gradient_accumulation_steps_per_process"] == 1
     with pytest.raises(UserError, match="no such accelerate config file"):
         launch_training(cfg, str(tmp_path / "missing.yaml"))
+
+
+@pytest.mark.slow
+def test_accelerate_preference_training_in_two_processes_matches_one(tmp_path, base_model):
+    """IterKD's preference training (DPO + NLL) through distill's launcher: `accelerate launch ... iterkd train
+    --objective preference` in 2 CPU processes reaches the single-process loss at the same effective batch."""
+    from iterkd.pipeline.distill import launch_training
+    from iterkd.train import load_config, train
+
+    pairs = _pairs_file(tmp_path / "pairs.jsonl")
+
+    def cfg(out):
+        return load_config(None, [f"model={base_model}", f"train_file={pairs}", f"output_dir={tmp_path / out}",
+                                  "max_length=256", "per_device_train_batch_size=1", "gradient_accumulation_steps=2",
+                                  "learning_rate=1e-4", "logging_steps=1", "save_strategy=no", "num_threads=1",
+                                  "warmup_steps=0", "seed=0", "max_steps=2"], "preference")  # fmt: skip
+
+    train(cfg("one"))
+    one = summary(tmp_path / "one")
+    final = launch_training(cfg("two"), str(ACCELERATE_CPU))
+    two = summary(tmp_path / "two")
+    assert (final / "config.json").is_file() and "--objective preference" in (
+        tmp_path / "two" / "train_config.yaml"
+    ).read_text()
+    assert two["processes"] == 2 and two["gradient_accumulation_steps_per_process"] == 1
+    assert one["processes"] == 1 and one["gradient_accumulation_steps_per_process"] == 2
+    assert two["global_step"] == one["global_step"] == 2
+    # both pairs in every optimizer step, one per process: the same DPO + NLL run up to float rounding
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-3)
+    margins = [[h["rewards/margins"] for h in s["log_history"]] for s in (one, two)]
+    assert margins[1] == pytest.approx(margins[0], rel=1e-3, abs=1e-4)

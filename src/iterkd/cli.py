@@ -83,11 +83,16 @@ def eval_(
         ...,
         "--model",
         "-m",
-        help="Registry name (see `iterkd models list`), a .gguf file, a model directory or a Hugging Face id.",
+        help="Registry name (see `iterkd models list`), a .gguf file, a model directory or a Hugging Face id; with --base-url, the model name the endpoints serve.",
     ),
     benchmark: str = typer.Option(..., "--benchmark", "-b", help=BENCHMARK_HELP),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Run directory: samples.jsonl, results.json, generations.jsonl (resume log)."
+    ),
+    base_url: Optional[list[str]] = typer.Option(
+        None,
+        "--base-url",
+        help="An OpenAI-compatible endpoint (http://host:port/v1) already serving the student (vLLM, llama-server); repeat it for several replicas: requests are spread over them (--batch-size in flight) and results.json records how many each received. A resumed run may use other endpoints. Local endpoints need no key; others read OPENAI_API_KEY.",
     ),
     split: Optional[str] = typer.Option(None, help=SPLIT_HELP),
     limit: Optional[int] = typer.Option(None, help="Only the first N tasks."),
@@ -101,7 +106,7 @@ def eval_(
     seed: int = typer.Option(0, help="Sampling seed; sample i of each task uses seed + i."),
     backend: str = typer.Option(
         "auto",
-        help="auto, llama.cpp, transformers or llama-server. auto: a registry model or .gguf file goes to llama.cpp's native server when it is built (`iterkd models build-server`; --batch-size requests decoded together, the fastest CPU path), else to llama.cpp in-process; a Hugging Face model to transformers.",
+        help="auto, llama.cpp, transformers or llama-server (with --base-url: auto or openai). auto: a registry model or .gguf file goes to llama.cpp's native server when it is built (`iterkd models build-server`; --batch-size requests decoded together, the fastest CPU path), else to llama.cpp in-process; a Hugging Face model to transformers.",
     ),
     batch_size: int = typer.Option(
         16, help="Prompts per generation call (batched on transformers; parallel slots on llama-server)."
@@ -136,6 +141,7 @@ def eval_(
         workers,
         timeout,
         top_k=top_k,
+        base_url=base_url or None,
     )
     results = run_eval(cfg, out, progress=not quiet)
     print_table(results)
@@ -150,10 +156,14 @@ def eval_(
 
 
 def _train_epilog() -> str:
-    from iterkd.train.config import describe_keys
+    from iterkd.train import PreferenceConfig, describe_keys
 
     keys = "\n\n".join(describe_keys().splitlines())
-    return f"Keys (YAML or key=value; names follow TRL's SFTConfig):\n\n{keys}"
+    extra = "\n\n".join(describe_keys(PreferenceConfig, only_new=True).splitlines())
+    return (
+        f"Keys (YAML or key=value; names follow TRL's SFTConfig):\n\n{keys}\n\n"
+        f"--objective preference also takes (names follow TRL's DPOConfig):\n\n{extra}"
+    )
 
 
 class _TrainCommand(typer.core.TyperCommand):
@@ -172,10 +182,15 @@ def train(
         None, help="key=value settings that override the YAML, e.g. max_steps=100 lora=true."
     ),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Training config YAML (see configs/train/)."),
+    objective: str = typer.Option(
+        "sft",
+        help="sft: prompt-completion rows, TRL's SFTTrainer. preference: prompt/chosen/rejected rows (IterKD's "
+        "correct-above-faulty pairs), TRL's DPOTrainer with an NLL term on the chosen answer.",
+    ),
 ):
     """Fine-tune a student (TRL SFT, completion-only loss) on a prompt-completion JSONL; write OUTPUT_DIR/final.
 
-    Rows are {"prompt": str, "completion": str} or TRL conversational rows (prompt: a list of chat messages, completion: a list of assistant messages); other keys are ignored. A rerun with the same output_dir resumes from its newest checkpoint; OUTPUT_DIR/final loads with `iterkd eval --model OUTPUT_DIR/final`.
+    Rows are {"prompt": str, "completion": str} or TRL conversational rows (prompt: a list of chat messages, completion: a list of assistant messages); other keys are ignored. With --objective preference, rows are {"prompt": [messages], "chosen": [assistant], "rejected": [assistant]}. A rerun with the same output_dir resumes from its newest checkpoint; OUTPUT_DIR/final loads with `iterkd eval --model OUTPUT_DIR/final`.
 
     Example: iterkd train --config configs/train/persd-smollm2-cpu.yaml train_file=data.jsonl max_steps=50
 
@@ -186,7 +201,7 @@ def train(
     from iterkd.train import train as run_training
     from iterkd.train.sft import is_main_process
 
-    cfg = load_config(config, overrides or [])
+    cfg = load_config(config, overrides or [], objective)
     final = run_training(cfg)
     if not is_main_process():
         return

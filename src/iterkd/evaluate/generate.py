@@ -100,17 +100,16 @@ def generate(
     out: Path,
     batch_size: int = 8,
     progress: bool = True,
+    base_url: list[str] | None = None,
 ) -> dict:
-    """Generate ``n_samples`` answers per task into ``out/samples.jsonl``; return generation stats."""
-    from iterkd.models import load_generator
+    """Generate ``n_samples`` answers per task into ``out/samples.jsonl``; return generation stats. ``base_url``:
+    endpoints already serving ``settings.model`` (not a pinned setting: a resumed run may use others)."""
     from iterkd.models.base import LazyGenerator
+    from iterkd.models.load import student_loader
 
     _check_settings(out, settings)
-    from iterkd.models.load import resolve_backend, server_kw
-
-    backend = resolve_backend(settings.model, settings.backend)
-    kw = server_kw(settings.model, backend, batch_size)
-    generator = LazyGenerator(lambda: load_generator(settings.model, backend=backend, **kw))
+    backend, load = student_loader(settings.model, settings.backend, batch_size, base_url)
+    generator = LazyGenerator(load)
     stats = StageStats()
     try:
         done = run_stage(
@@ -125,7 +124,17 @@ def generate(
             progress=progress,
             stats=stats,
         )
+        sent = _requests_by_endpoint(generator, base_url or [])
     finally:
         generator.close()
     _write_samples(tasks, settings.n_samples, done, out)
-    return {"backend": backend, **_totals(stats, list(done.values()))}
+    return {"backend": backend, **sent, **_totals(stats, list(done.values()))}
+
+
+def _requests_by_endpoint(generator, base_url: list[str]) -> dict:
+    """The endpoints of this run and the requests each received (retries included; none when every answer was
+    already on disk); nothing for a local student."""
+    if not base_url:
+        return {}
+    sent = generator.requests_by_endpoint if generator.loaded else {}
+    return {"requests_by_endpoint": {u: sent.get(i, 0) for i, u in enumerate(base_url)}}

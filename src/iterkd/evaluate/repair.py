@@ -55,9 +55,9 @@ def repair_steps(cfg, tasks: list[Task], solutions: list[str], out: Path, progre
 
     ``solutions`` are in task-major order (task 0's samples, then task 1's, ...)."""
     from iterkd.codegen import refine_messages
-    from iterkd.models import SamplingParams, load_generator
+    from iterkd.models import SamplingParams
     from iterkd.models.base import LazyGenerator
-    from iterkd.models.load import server_kw
+    from iterkd.models.load import student_loader
     from iterkd.sandbox import Limits, Sandbox
 
     _pin_prompt(out)
@@ -70,9 +70,7 @@ def repair_steps(cfg, tasks: list[Task], solutions: list[str], out: Path, progre
     current = list(solutions)
     paths = [out / "samples.step0.jsonl"]
     write_samples(paths[0], [sample_row(t, s) for (t, _), s in zip(items, current)])
-    generator = LazyGenerator(
-        lambda: load_generator(cfg.model, backend=cfg.backend, **server_kw(cfg.model, cfg.backend, cfg.batch_size))
-    )
+    generator = LazyGenerator(student_loader(cfg.model, cfg.backend, cfg.batch_size, cfg.base_url)[1])
     try:
         with Sandbox(workers=workers, limits=limits) as sandbox:
             for step in range(1, steps + 1):

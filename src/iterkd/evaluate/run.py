@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from iterkd.config import ConfigModel
 from iterkd.errors import UserError
@@ -41,19 +41,35 @@ class EvalConfig(ConfigModel):
     # it spares the top_p sort most of its work (llama-server x16: ~18% more tokens/s) and changes nothing
     # measurable at temperature 0.2 (issue 20)
     top_k: int = Field(50, ge=0)
+    # OpenAI-compatible endpoints already serving the student (``model`` = the name they serve it under);
+    # requests are spread over them. Not a generation setting: a resumed run may use other endpoints.
+    base_url: Optional[list[str]] = None
 
-    @field_validator("backend")
+    @field_validator("base_url", mode="before")
     @classmethod
-    def _backend(cls, value: str) -> str:
+    def _base_url(cls, value):
+        from iterkd.teacher.config import base_urls
+
+        return None if value is None else base_urls(value)
+
+    @model_validator(mode="after")
+    def _backend(self) -> EvalConfig:
         from iterkd.models.load import NAMES, canonical_backend
 
+        local = ", ".join(n for n in NAMES if n != "openai")
         try:
-            known = canonical_backend(value) != "openai"  # evaluation runs a local student
+            backend = canonical_backend(self.backend)
         except UserError:
-            known = False
-        if not known:
-            raise ValueError(f"unknown backend {value!r}; choose {', '.join(n for n in NAMES if n != 'openai')}")
-        return value
+            raise ValueError(f"unknown backend {self.backend!r}; choose {local}, or openai with --base-url") from None
+        if self.base_url and backend not in ("auto", "openai"):
+            raise ValueError(f"backend {self.backend!r} cannot reach --base-url endpoints; use auto or openai")
+        if not self.base_url and backend == "openai":
+            raise ValueError(f"backend 'openai': evaluation runs a local student ({local}), or pass --base-url")
+        return self
+
+    def generation_backend(self) -> str:
+        """The backend pinned with the generation settings: "openai" for a student behind endpoints."""
+        return "openai" if self.base_url else self.backend
 
 
 def run_eval(cfg: EvalConfig, out: Path, progress: bool = True) -> dict:
@@ -94,11 +110,11 @@ def _run_eval(cfg: EvalConfig, out: Path, progress: bool) -> dict:
         cfg.top_p,
         cfg.max_tokens,
         cfg.seed,
-        cfg.backend,
+        cfg.generation_backend(),
         top_k=cfg.top_k if cfg.temperature > 0 else 0,  # ignored when greedy: greedy runs pin 0
     )
     began = time.perf_counter()
-    stats = generate(tasks, settings, out, batch_size=cfg.batch_size, progress=progress)
+    stats = generate(tasks, settings, out, batch_size=cfg.batch_size, progress=progress, base_url=cfg.base_url)
     gen_seconds = time.perf_counter() - began
     name = benchmark_name(cfg.benchmark)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from iterkd.errors import UserError
 from iterkd.models.base import Generator
 
@@ -57,6 +59,20 @@ def server_kw(model: str, backend: str, batch_size: int) -> dict:
     """Backend arguments for ``load_generator``: the llama-server backend (also what "auto" picks when it is
     built) decodes ``batch_size`` requests together."""
     return {"parallel": batch_size} if resolve_backend(model, backend) in ("llama-server", "vllm") else {}
+
+
+def student_loader(
+    model: str, backend: str, batch_size: int, base_url: list[str] | None = None
+) -> tuple[str, Callable[[], Generator]]:
+    """(the concrete backend, a function that loads the generator) for a student: with ``base_url``, endpoints
+    already serving it as ``model``, reached by the OpenAI client with ``batch_size`` requests in flight and no
+    call cache (callers keep their own records); else ``model`` loaded here with ``backend`` (``server_kw``)."""
+    if base_url:
+        kw = {"base_url": list(base_url), "cache_path": ":memory:", "concurrency": batch_size}
+        return "openai", lambda: load_generator(model, backend="openai", **kw)
+    b = resolve_backend(model, backend)
+    kw = server_kw(model, b, batch_size)
+    return b, lambda: load_generator(model, backend=b, **kw)
 
 
 def load_generator(model: str, backend: str = "auto", **kw) -> Generator:

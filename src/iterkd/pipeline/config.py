@@ -102,6 +102,8 @@ class DistillConfig(ConfigModel):
             },
             "train",
         )
+        if "base_url" in self.eval:  # the trained student is a checkpoint of this run: no endpoint serves it
+            raise UserError("eval: 'base_url' is not a distill setting (distill evaluates the checkpoint it trains)")
         settings = {k: v for k, v in self.eval.items() if k not in ("benchmarks", "export_gguf")}
         benchmarks = self.eval.get("benchmarks", ["humaneval", "mbpp"])
         if not isinstance(benchmarks, list):  # [] = train only (e.g. tuning rows scored separately)

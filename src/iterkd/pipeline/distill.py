@@ -143,7 +143,8 @@ def train_student(cfg: DistillConfig, run: Path) -> tuple[Path, float]:
 
 def launch_training(tcfg, launcher: str) -> Path:
     """``iterkd train`` under ``accelerate launch --config_file launcher`` (its output shown as it comes), with the
-    resolved training config written first; returns the final model directory."""
+    resolved training config written first (a PreferenceConfig: ``--objective preference``); returns the final
+    model directory."""
     import subprocess
     import sys
 
@@ -155,9 +156,11 @@ def launch_training(tcfg, launcher: str) -> Path:
     from iterkd.models.llama_server import free_port
 
     # a free rendezvous port: two runs on one machine must not meet on accelerate's default 29500
+    from iterkd.train import objective_of
+
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launcher),
-           "--main_process_port", str(free_port()), "-m", "iterkd", "train", "--config",
-           str(out / "launch_config.yaml")]  # fmt: skip
+           "--main_process_port", str(free_port()), "-m", "iterkd", "train", "--objective", objective_of(tcfg),
+           "--config", str(out / "launch_config.yaml")]  # fmt: skip
     code = subprocess.run(cmd).returncode
     if code != 0 or not (tcfg.final_dir / "config.json").exists():
         raise UserError(f"training under accelerate failed (exit {code}; its output is above): {' '.join(cmd)}")

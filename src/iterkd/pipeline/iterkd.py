@@ -130,7 +130,13 @@ class Round:
                   "loss_weights": loss[1]}  # fmt: skip
         final = self.rdir / "train" / "final"
         if not (final / "config.json").exists():
-            train_preference(PreferenceConfig.from_dict(values, "train"))
+            tcfg = PreferenceConfig.from_dict(values, "train")
+            if self.cfg.train_launcher:  # several processes / GPUs: `accelerate launch ... iterkd train`
+                from iterkd.pipeline.distill import launch_training
+
+                launch_training(tcfg, self.cfg.train_launcher)
+            else:
+                train_preference(tcfg)
         return {"train": str(final), "generate": str(export_gguf(final, outtype="q8_0"))}
 
     def feedback(self, student: dict, teacher, sandbox, limits) -> tuple[dict, dict]:

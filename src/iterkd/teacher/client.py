@@ -483,8 +483,7 @@ class OpenAIChatGenerator(BaseGenerator):
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
-        client = getattr(self, "_client", None)
-        if client is not None:
+        for client in getattr(self, "_clients", []):  # one HTTP client per endpoint
             try:
                 client.close()
             except Exception:

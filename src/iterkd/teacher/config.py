@@ -15,6 +15,19 @@ DEFAULT_TEACHER = "qwen2.5-coder-1.5b-instruct"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
+def base_urls(value: str | list[str]) -> list[str]:
+    """One base URL or a list of them -> the list, trailing slashes dropped; ValueError for an empty list or
+    anything but an http(s) URL (config validators turn it into a one-line error)."""
+    urls = [str(u).rstrip("/") for u in ([value] if isinstance(value, str) else value)]
+    if not urls:
+        raise ValueError("base_url: an empty list (give one URL or several)")
+    for u in urls:
+        url = urlparse(u)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ValueError(f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {u!r}")
+    return urls
+
+
 class TeacherConfig(ConfigModel):
     """Settings of a teacher endpoint.
 
@@ -90,12 +103,7 @@ class TeacherConfig(ConfigModel):
             if not str(self.served_model).strip():
                 raise ValueError("served_model is empty")
         else:
-            if isinstance(self.base_url, list) and not self.base_url:
-                raise ValueError("base_url: an empty list (give one URL or several)")
-            for u in self.base_urls():
-                url = urlparse(u)
-                if url.scheme not in ("http", "https") or not url.netloc:
-                    raise ValueError(f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {u!r}")
+            base_urls(self.base_url)
             if not self.model or not str(self.model).strip():
                 raise ValueError(f"model is required with base_url {self.base_url}")
         if self.backoff_max_s < self.backoff_base_s:
@@ -104,9 +112,7 @@ class TeacherConfig(ConfigModel):
 
     def base_urls(self) -> list[str]:
         """The endpoint's base URLs (one or several; none for ``served_model``)."""
-        if self.base_url is None:
-            return []
-        return [str(u).rstrip("/") for u in ([self.base_url] if isinstance(self.base_url, str) else self.base_url)]
+        return [] if self.base_url is None else base_urls(self.base_url)
 
     def request_timeout_s(self, max_tokens: int) -> float:
         """Seconds one request may take before it is retried: ``timeout_s`` when set, else the time ``max_tokens``

@@ -56,6 +56,7 @@ TRL_FIELDS = (
 
 class TrainConfig(ConfigModel):
     where: ClassVar[str] = "training config"
+    command: ClassVar[str] = "iterkd train"  # the command that reruns a saved config
 
     # --- ours: what to train on what
     model: str = Field(
@@ -193,7 +194,7 @@ class TrainConfig(ConfigModel):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         header = (
-            "# Resolved training configuration written by `iterkd train` (rerun: iterkd train --config THIS_FILE)\n"
+            f"# Resolved training configuration written by `iterkd train` (rerun: {self.command} --config THIS_FILE)\n"
         )
         return atomic_write_text(
             path, header + yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
@@ -216,10 +217,13 @@ def field_names() -> list[str]:
     return TrainConfig.field_names()
 
 
-def describe_keys() -> str:
-    """One line per key: name, default, help (for ``iterkd train --help``)."""
+def describe_keys(cls: type[TrainConfig] | None = None, only_new: bool = False) -> str:
+    """One line per key of ``cls`` (TrainConfig by default): name, default, help (for ``iterkd train --help``);
+    ``only_new``: the keys a subclass adds to TrainConfig."""
     lines = []
-    for name, f in TrainConfig.model_fields.items():
+    for name, f in (cls or TrainConfig).model_fields.items():
+        if only_new and name in TrainConfig.model_fields:
+            continue
         default = f.get_default(call_default_factory=True)
         if default == "":
             shown = "required"
@@ -231,8 +235,11 @@ def describe_keys() -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Read the YAML file (optional), apply ``key=value`` overrides in order, validate; return the config.
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), cls: type[TrainConfig] | None = None
+) -> TrainConfig:
+    """Read the YAML file (optional), apply ``key=value`` overrides in order, validate; return the config (a
+    ``cls``: TrainConfig by default, or a subclass such as ``PreferenceConfig``).
 
     Unknown keys (in the file or the overrides) raise UserError naming the key and the closest known keys.
     The automatic values (learning rate, bf16) are filled in later by :meth:`TrainConfig.resolved`.
@@ -248,7 +255,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         key = key.replace("-", "_")
         values[key] = value
         origin[key] = f"override {text!r}"
-    return validate_with_origin(TrainConfig, values, origin, str(path) if path is not None else "training config")
+    where = str(path) if path is not None else "training config"
+    return validate_with_origin(cls or TrainConfig, values, origin, where)
 
 
 def config_from_dict(data: dict, where: str = "training config") -> TrainConfig:

@@ -20,8 +20,8 @@ from typing import ClassVar, Optional
 from pydantic import Field, field_validator
 
 from iterkd.errors import UserError
-from iterkd.io import atomic_write_json, read_jsonl
-from iterkd.train.config import CONFIG_FILENAME, TRL_FIELDS, TrainConfig
+from iterkd.io import atomic_write_json, atomic_write_lines, read_jsonl
+from iterkd.train.config import TRL_FIELDS, TrainConfig
 
 PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "sft")
@@ -29,6 +29,7 @@ LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "sft")
 
 class PreferenceConfig(TrainConfig):
     where: ClassVar[str] = "preference training config"
+    command: ClassVar[str] = "iterkd train --objective preference"
 
     beta: float = Field(0.1, gt=0, description="DPO's beta: how far the policy may move from the reference")
     loss_type: list[str] = Field(default_factory=lambda: ["sigmoid", "sft"], description="TRL loss types, summed")
@@ -57,13 +58,28 @@ def read_pairs(path: str) -> list[dict]:
     return rows
 
 
+def pairs_dataset(rows: list[dict], out: Path):
+    """The rows as a dataset backed by files under ``out/pairs_dataset/``. TRL stores the precomputed reference
+    log-probs next to the dataset's files under a name rank 0 chooses; an in-memory dataset would put them in a
+    temporary directory of each process, where the other ranks of an ``accelerate launch`` do not find them."""
+    import datasets
+
+    data = atomic_write_lines(out / "pairs_dataset" / "pairs.jsonl", rows)  # every rank writes the same bytes
+    return datasets.load_dataset("json", data_files=str(data), split="train", cache_dir=str(data.parent / "cache"))
+
+
 def dpo_config(cfg: PreferenceConfig):
     from trl import DPOConfig
+
+    from iterkd.train.sft import _cuda, accumulation_per_process
 
     kwargs = {name: getattr(cfg, name) for name in TRL_FIELDS if name != "completion_only_loss"}
     kwargs.update(output_dir=str(cfg.output_path), max_length=cfg.max_length, bf16=bool(cfg.bf16), beta=cfg.beta,
                   loss_type=cfg.loss_type, loss_weights=cfg.loss_weights,
-                  precompute_ref_log_probs=cfg.precompute_ref_log_probs, **cfg.sft_args)  # fmt: skip
+                  precompute_ref_log_probs=cfg.precompute_ref_log_probs,
+                  # the effective batch of the config, whatever the process count (as in iterkd train)
+                  gradient_accumulation_steps=accumulation_per_process(cfg.gradient_accumulation_steps),
+                  use_cpu=not _cuda(), dataloader_pin_memory=_cuda(), **cfg.sft_args)  # fmt: skip
     try:
         return DPOConfig(**kwargs)
     except (ValueError, TypeError) as e:
@@ -72,32 +88,33 @@ def dpo_config(cfg: PreferenceConfig):
 
 def train_preference(config: PreferenceConfig, model=None, tokenizer=None):
     """Train on the preference rows of ``config.train_file``; return ``output_dir/final`` (resumes from the newest
-    checkpoint like ``iterkd train``). Writes ``train_config.yaml`` and ``train_summary.json``."""
-    from iterkd.train.sft import _import_stack, _peft_config, _save_final, last_checkpoint, load_model_and_tokenizer
+    checkpoint like ``iterkd train``, and runs under ``accelerate launch`` the same way: only rank 0 writes).
+    Writes ``train_config.yaml`` and ``train_summary.json``."""
+    from iterkd.train import sft
 
     rows = read_pairs(config.train_file)  # data mistakes surface before the heavy imports
-    _import_stack()
-    import datasets
+    sft.accumulation_per_process(config.gradient_accumulation_steps)  # and a batch that does not split over processes
+    sft._import_stack()
     from trl import DPOTrainer
 
     cfg = config.resolved()
     if model is None:
-        model, tokenizer, _ = load_model_and_tokenizer(cfg)
-    trainer = DPOTrainer(model=model, args=dpo_config(cfg), train_dataset=datasets.Dataset.from_list(rows),
-                         processing_class=tokenizer, peft_config=_peft_config(cfg) if cfg.lora else None)  # fmt: skip
-    out = cfg.output_path
-    cfg.save(out / CONFIG_FILENAME)
-    resume = last_checkpoint(out)
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
-    final = _save_final(trainer, trainer.processing_class, cfg)
-    history = trainer.state.log_history
+        model, tokenizer, _ = sft.load_model_and_tokenizer(cfg)
+    trainer = DPOTrainer(model=model, args=dpo_config(cfg), train_dataset=pairs_dataset(rows, cfg.output_path),
+                         processing_class=tokenizer, peft_config=sft._peft_config(cfg) if cfg.lora else None)  # fmt: skip
+    done = sft.fit(trainer, cfg, f"{cfg.model}: {len(rows)} preference pairs, loss {'+'.join(cfg.loss_type)}, "
+                             f"beta {cfg.beta:g}, lr {cfg.learning_rate:g}")  # fmt: skip
+    if not done.main:
+        return done.final
     summary = {
         "pairs": len(rows),
         "global_step": trainer.state.global_step,
-        "resumed_from": resume.name if resume else None,
-        "train_loss": result.training_loss,
-        "log_history": [h for h in history if "loss" in h],
-        "final": final.name,
+        "session_steps": done.session_steps,
+        "resumed_from": done.resumed_from.name if done.resumed_from else None,
+        "train_loss": done.result.training_loss,
+        "log_history": [h for h in trainer.state.log_history if "loss" in h],
+        "final": done.final.name,
+        **sft.process_summary(trainer),
     }
-    atomic_write_json(out / "train_summary.json", summary)
-    return final
+    atomic_write_json(cfg.output_path / "train_summary.json", summary)
+    return done.final

@@ -302,6 +302,54 @@ def _save_final(trainer, tokenizer, cfg: TrainConfig, main: bool = True) -> Path
     return final
 
 
+@dataclasses.dataclass
+class Fitted:
+    """What :func:`fit` hands back: TRL's train output, the checkpoint resumed from, the saved model directory,
+    whether this process is rank 0 (the one that writes run-directory files) and the steps of this invocation."""
+
+    result: object
+    resumed_from: Path | None
+    final: Path
+    main: bool
+    session_steps: int
+
+
+def fit(trainer, cfg: TrainConfig, describe: str) -> Fitted:
+    """Run a built TRL trainer as every iterkd training does: rank 0 saves the resolved config, training resumes
+    from the newest checkpoint of ``output_dir``, ``final/`` is saved and every rank waits until it is on disk
+    (several processes under ``accelerate launch``). ``describe`` is the one-line start message."""
+    out = cfg.output_path
+    main = trainer.is_world_process_zero()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / CONFIG_FILENAME)
+    resume = last_checkpoint(out)
+    per_process = trainer.args.gradient_accumulation_steps
+    _log(
+        describe
+        + f", effective batch {cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps}"
+        + (f" ({world_size()} processes x {per_process} accumulated)" if world_size() > 1 else "")
+        + (f"; resuming from {resume.name}" if resume else "")
+    )
+    try:
+        result = trainer.train(resume_from_checkpoint=True if resume else None)
+    except ValueError as e:  # e.g. a checkpoint written by an incompatible run
+        raise UserError(f"training failed: {e}") from e
+    final = _save_final(trainer, trainer.processing_class, cfg, main)
+    trainer.accelerator.wait_for_everyone()  # the other ranks return once the model is on disk
+    steps = trainer.state.global_step - (int(resume.name.rsplit("-", 1)[-1]) if resume else 0)
+    return Fitted(result, resume, final, main, steps)
+
+
+def process_summary(trainer) -> dict:
+    """The summary keys that say how the job ran: device, process count, accumulation per process."""
+    return {
+        "device": str(trainer.args.device),
+        "processes": world_size(),
+        "gradient_accumulation_steps_per_process": trainer.args.gradient_accumulation_steps,
+    }
+
+
 def train(config: TrainConfig, model=None, tokenizer=None) -> Path:
     """Fine-tune the student as ``config`` says and return ``output_dir/final``.
 
@@ -311,61 +359,40 @@ def train(config: TrainConfig, model=None, tokenizer=None) -> Path:
     training and ``train_summary.json`` after.
     """
     trainer, cfg, info = build_trainer(config, model=model, tokenizer=tokenizer)
-    out = cfg.output_path
-    main = trainer.is_world_process_zero()  # several processes (accelerate launch): only rank 0 writes files
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / CONFIG_FILENAME)
-    resume = last_checkpoint(out)
-    _log(
+    began = time.perf_counter()
+    done = fit(
+        trainer,
+        cfg,
         f"{info['model']}: {info['examples']} {info['format']} examples "
         f"({info['tokens_per_epoch']} tokens, {info['trained_tokens_per_epoch']} trained), "
         f"{'LoRA r=' + str(cfg.lora_r) if cfg.lora else 'full fine-tuning'}, lr {cfg.learning_rate:g}, "
-        f"{'bf16' if cfg.bf16 else cfg.dtype}, effective batch "
-        f"{cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps}"
-        + (
-            f" ({world_size()} processes x {trainer.args.gradient_accumulation_steps} accumulated)"
-            if world_size() > 1
-            else ""
-        )  # fmt: skip
-        + (f"; resuming from {resume.name}" if resume else "")
+        f"{'bf16' if cfg.bf16 else cfg.dtype}",
     )
-    began = time.perf_counter()
-    try:
-        result = trainer.train(resume_from_checkpoint=True if resume else None)
-    except ValueError as e:  # e.g. a checkpoint written by an incompatible run
-        raise UserError(f"training failed: {e}") from e
-    seconds = time.perf_counter() - began
-    state = trainer.state
+    if not done.main:
+        return done.final
+    state, result = trainer.state, done.result
     tokens = int(state.num_input_tokens_seen - getattr(trainer, "_initial_num_input_tokens_seen", 0))
-    runtime = float(result.metrics.get("train_runtime", seconds))
-    session_steps = state.global_step - (int(resume.name.rsplit("-", 1)[-1]) if resume else 0)
+    runtime = float(result.metrics.get("train_runtime", time.perf_counter() - began))
     losses = [h["loss"] for h in state.log_history if "loss" in h]
     eval_losses = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
-    final = _save_final(trainer, trainer.processing_class, cfg, main)
-    trainer.accelerator.wait_for_everyone()  # the other ranks return once the model is on disk
-    if not main:
-        return final
     summary = {
         **info,
-        "final": final.name,  # relative to output_dir
-        "resumed_from": resume.name if resume else None,  # relative to output_dir
+        "final": done.final.name,  # relative to output_dir
+        "resumed_from": done.resumed_from.name if done.resumed_from else None,  # relative to output_dir
         "global_step": state.global_step,
-        "session_steps": session_steps,
+        "session_steps": done.session_steps,
         "train_loss": result.training_loss if math.isfinite(result.training_loss) else None,
         "last_logged_loss": losses[-1] if losses else None,
         "eval_loss": eval_losses[-1] if eval_losses else None,
         "train_runtime_s": round(runtime, 2),
-        "steps_per_second": round(session_steps / runtime, 4) if runtime > 0 else None,
+        "steps_per_second": round(done.session_steps / runtime, 4) if runtime > 0 else None,
         "tokens_seen": tokens,
         "tokens_per_second": round(tokens / runtime, 1) if runtime > 0 else None,
-        "device": str(trainer.args.device),
-        "processes": world_size(),
-        "gradient_accumulation_steps_per_process": trainer.args.gradient_accumulation_steps,
+        **process_summary(trainer),
     }
-    atomic_write_json(out / SUMMARY_FILENAME, summary, indent=2)
+    atomic_write_json(cfg.output_path / SUMMARY_FILENAME, summary, indent=2)
     _log(
-        f"{session_steps} steps in {runtime:.1f}s ({summary['tokens_per_second']} tokens/s), "
-        f"global step {state.global_step}, loss {summary['train_loss']}; model saved to {final}"
+        f"{done.session_steps} steps in {runtime:.1f}s ({summary['tokens_per_second']} tokens/s), "
+        f"global step {state.global_step}, loss {summary['train_loss']}; model saved to {done.final}"
     )
-    return final
+    return done.final
