@@ -543,7 +543,7 @@ def test_accelerate_two_processes_reach_the_single_process_loss_and_resume_after
 @pytest.mark.slow
 def test_accelerate_launcher_of_distill_trains_in_two_processes(tmp_path, base_model):
     """`iterkd distill`'s training step with `train_launcher: configs/accelerate/cpu-2proc.yaml`."""
-    from iterkd.pipeline.distill import launch_training
+    from iterkd.train.launch import launch_training
 
     data = write_jsonl(tmp_path / "d.jsonl", ROWS[:4])
     cfg = run_config(tmp_path, base_model, data, "per_device_train_batch_size=1", "gradient_accumulation_steps=2",
@@ -560,8 +560,8 @@ def test_accelerate_launcher_of_distill_trains_in_two_processes(tmp_path, base_m
 def test_accelerate_preference_training_in_two_processes_matches_one(tmp_path, base_model):
     """IterKD's preference training (DPO + NLL) through distill's launcher: `accelerate launch ... iterkd train
     --objective preference` in 2 CPU processes reaches the single-process loss at the same effective batch."""
-    from iterkd.pipeline.distill import launch_training
     from iterkd.train import load_config, train
+    from iterkd.train.launch import launch_training
 
     pairs = _pairs_file(tmp_path / "pairs.jsonl")
 

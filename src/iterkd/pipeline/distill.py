@@ -136,35 +136,11 @@ def train_student(cfg: DistillConfig, run: Path) -> tuple[Path, float]:
         return final, 0.0
     began = time.perf_counter()
     if cfg.train_launcher:
+        from iterkd.train.launch import launch_training
+
         return launch_training(cfg.sections()[2], cfg.train_launcher), time.perf_counter() - began
     path = train(cfg.sections()[2])
     return path, time.perf_counter() - began
-
-
-def launch_training(tcfg, launcher: str) -> Path:
-    """``iterkd train`` under ``accelerate launch --config_file launcher`` (its output shown as it comes), with the
-    resolved training config written first (a PreferenceConfig: ``--objective preference``); returns the final
-    model directory."""
-    import subprocess
-    import sys
-
-    if not Path(launcher).is_file():
-        raise UserError(f"train_launcher: {launcher}: no such accelerate config file (see configs/accelerate/)")
-    out = tcfg.output_path
-    out.mkdir(parents=True, exist_ok=True)
-    tcfg.save(out / "launch_config.yaml")
-    from iterkd.models.llama_server import free_port
-
-    # a free rendezvous port: two runs on one machine must not meet on accelerate's default 29500
-    from iterkd.train import objective_of
-
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launcher),
-           "--main_process_port", str(free_port()), "-m", "iterkd", "train", "--objective", objective_of(tcfg),
-           "--config", str(out / "launch_config.yaml")]  # fmt: skip
-    code = subprocess.run(cmd).returncode
-    if code != 0 or not (tcfg.final_dir / "config.json").exists():
-        raise UserError(f"training under accelerate failed (exit {code}; its output is above): {' '.join(cmd)}")
-    return tcfg.final_dir
 
 
 def evaluate(cfg: DistillConfig, model: str, out: Path, progress: bool) -> dict:

@@ -132,7 +132,7 @@ class Round:
         if not (final / "config.json").exists():
             tcfg = PreferenceConfig.from_dict(values, "train")
             if self.cfg.train_launcher:  # several processes / GPUs: `accelerate launch ... iterkd train`
-                from iterkd.pipeline.distill import launch_training
+                from iterkd.train.launch import launch_training
 
                 launch_training(tcfg, self.cfg.train_launcher)
             else:

@@ -1,0 +1,33 @@
+"""``launch_training``: a training config run as ``iterkd train`` under ``accelerate launch`` (several processes or
+GPUs, DeepSpeed), for callers that run in one process themselves (``iterkd distill``'s ``train_launcher``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from iterkd.errors import UserError
+from iterkd.train.config import TrainConfig
+
+
+def launch_training(tcfg: TrainConfig, launcher: str) -> Path:
+    """``iterkd train`` under ``accelerate launch --config_file launcher`` (its output shown as it comes), with the
+    resolved training config written first (a PreferenceConfig: ``--objective preference``); returns the final
+    model directory."""
+    from iterkd.models.llama_server import free_port
+    from iterkd.train import objective_of
+
+    if not Path(launcher).is_file():
+        raise UserError(f"train_launcher: {launcher}: no such accelerate config file (see configs/accelerate/)")
+    out = tcfg.output_path
+    out.mkdir(parents=True, exist_ok=True)
+    tcfg.save(out / "launch_config.yaml")
+    # a free rendezvous port: two runs on one machine must not meet on accelerate's default 29500
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launcher),
+           "--main_process_port", str(free_port()), "-m", "iterkd", "train", "--objective", objective_of(tcfg),
+           "--config", str(out / "launch_config.yaml")]  # fmt: skip
+    code = subprocess.run(cmd).returncode
+    if code != 0 or not (tcfg.final_dir / "config.json").exists():
+        raise UserError(f"training under accelerate failed (exit {code}; its output is above): {' '.join(cmd)}")
+    return tcfg.final_dir
