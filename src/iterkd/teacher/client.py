@@ -167,8 +167,9 @@ class OpenAIChatGenerator(BaseGenerator):
         if not env or self.server is not None or all(_is_local(u) for u in self.base_urls):
             return "not-needed"  # the client insists on a non-empty string
         raise UserError(
-            f"teacher {self.model} at {self.base_url}: no API key; set the environment variable {env} "
-            "(or set api_key_env to the variable that holds it, or to an empty value for endpoints without keys)"
+            f"{self.model} at {self.base_url}: no API key; set the environment variable {env} "
+            "(a teacher or judge config may name another variable in api_key_env, or an empty value for endpoints "
+            "without keys)"
         )
 
     def _extra_body(self, params: SamplingParams) -> dict:
@@ -232,22 +233,20 @@ class OpenAIChatGenerator(BaseGenerator):
                 f"check the environment variable {env}" if env
                 else "set api_key_env to the name of the environment variable that holds the key"
             )  # fmt: skip
-            return UserError(
-                f"teacher endpoint {self.base_url} rejected the API key (HTTP 401): {fix}. Server said: {detail}"
-            )
+            return UserError(f"endpoint {self.base_url} rejected the API key (HTTP 401): {fix}. Server said: {detail}")
         if isinstance(err, o.PermissionDeniedError):
             return UserError(
-                f"teacher endpoint {self.base_url} refused access to model {self.model!r} (HTTP 403; key from {env}). "
+                f"endpoint {self.base_url} refused access to model {self.model!r} (HTTP 403; key from {env}). "
                 f"Server said: {detail}"
             )
         if isinstance(err, o.NotFoundError):
             return UserError(
-                f"teacher endpoint answered HTTP 404 for model {self.model!r} at base URL {self.base_url}: the model "
+                f"endpoint answered HTTP 404 for model {self.model!r} at base URL {self.base_url}: the model "
                 f"is unknown there or the base URL is wrong (OpenAI-compatible servers usually end in /v1). "
                 f"Server said: {detail}"
             )
         return UserError(
-            f"teacher endpoint {self.base_url} rejected the request for model {self.model!r} (HTTP {code}): {detail}"
+            f"endpoint {self.base_url} rejected the request for model {self.model!r} (HTTP {code}): {detail}"
         )
 
     def _retryable(self, err: Exception) -> bool:
@@ -298,7 +297,7 @@ class OpenAIChatGenerator(BaseGenerator):
         except RetryError as exc:
             last = exc.last_attempt.exception()
             raise TeacherRequestError(
-                f"teacher request to {self.base_url} (model {self.model!r}) failed after {attempts} attempt(s): "
+                f"request to {self.base_url} (model {self.model!r}) failed after {attempts} attempt(s): "
                 f"{self._describe(last)}"
             ) from last
         return self._parse(resp, params)
@@ -325,7 +324,7 @@ class OpenAIChatGenerator(BaseGenerator):
     @staticmethod
     def _parse(resp, params: SamplingParams) -> Completion:
         if not getattr(resp, "choices", None):
-            raise TeacherRequestError(f"teacher endpoint returned no choices: {str(resp)[:300]}")
+            raise TeacherRequestError(f"endpoint returned no choices: {str(resp)[:300]}")
         choice = resp.choices[0]
         text = (choice.message.content if choice.message is not None else None) or ""
         text, cut = truncate_at_stop(text, params.stop)  # stop strings beyond the API's limit of 4
