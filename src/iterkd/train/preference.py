@@ -9,7 +9,8 @@ forward pass per step on a CPU). ``loss_type: [sft]`` is the SFT-only ablation o
 
 Rows: TRL's conversational preference format, ``{prompt: [messages], chosen: [assistant], rejected:
 [assistant]}`` (``iterkd.methods.pairs`` writes them); other keys are metadata and ignored. Checkpoints,
-resume, LoRA (the reference is the adapter-free model) and the saved ``final/`` work as in ``iterkd train``.
+resume, LoRA (the reference is the adapter-free model) and the saved ``final/`` work as in ``iterkd train``, also
+under ``accelerate launch ... -m iterkd train --objective preference`` (several processes, the same effective batch).
 """
 
 from __future__ import annotations
