@@ -129,17 +129,13 @@ def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
 
 
 def train_student(cfg: DistillConfig, run: Path) -> tuple[Path, float]:
-    from iterkd.train import train
+    from iterkd.train.launch import run_training
 
     final = run / "train" / "final"
     if (final / "config.json").exists():
         return final, 0.0
     began = time.perf_counter()
-    if cfg.train_launcher:
-        from iterkd.train.launch import launch_training
-
-        return launch_training(cfg.sections()[2], cfg.train_launcher), time.perf_counter() - began
-    path = train(cfg.sections()[2])
+    path = run_training(cfg.sections()[2], cfg.train_launcher)
     return path, time.perf_counter() - began
 
 

@@ -114,7 +114,8 @@ class Round:
     def train(self, n_pairs: int) -> dict:
         """The round's student: trained on the pairs (the same student when there are none); its GGUF answers."""
         from iterkd.train.export import export_gguf
-        from iterkd.train.preference import PreferenceConfig, train_preference
+        from iterkd.train.launch import run_training
+        from iterkd.train.preference import PreferenceConfig
 
         train_file = self.rdir / "pairs.jsonl"
         if self.ic.train_from == "base":  # the base student, trained on every round's pairs so far
@@ -130,13 +131,8 @@ class Round:
                   "loss_weights": loss[1]}  # fmt: skip
         final = self.rdir / "train" / "final"
         if not (final / "config.json").exists():
-            tcfg = PreferenceConfig.from_dict(values, "train")
-            if self.cfg.train_launcher:  # several processes / GPUs: `accelerate launch ... iterkd train`
-                from iterkd.train.launch import launch_training
-
-                launch_training(tcfg, self.cfg.train_launcher)
-            else:
-                train_preference(tcfg)
+            # in this process, or under `accelerate launch` (several processes / GPUs) when train_launcher is set
+            run_training(PreferenceConfig.from_dict(values, "train"), self.cfg.train_launcher)
         return {"train": str(final), "generate": str(export_gguf(final, outtype="q8_0"))}
 
     def feedback(self, student: dict, teacher, sandbox, limits) -> tuple[dict, dict]:

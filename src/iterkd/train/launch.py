@@ -1,5 +1,6 @@
-"""``launch_training``: a training config run as ``iterkd train`` under ``accelerate launch`` (several processes or
-GPUs, DeepSpeed), for callers that run in one process themselves (``iterkd distill``'s ``train_launcher``)."""
+"""``run_training``: a training config run in this process, or as ``iterkd train`` under ``accelerate launch``
+(several processes or GPUs, DeepSpeed) for callers that run in one process themselves (``iterkd distill``'s
+``train_launcher``, for SFT methods and IterKD rounds alike)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,16 @@ from pathlib import Path
 
 from iterkd.errors import UserError
 from iterkd.train.config import TrainConfig
+
+
+def run_training(tcfg: TrainConfig, launcher: str | None = None) -> Path:
+    """Train ``tcfg`` (SFT, or preference training for a PreferenceConfig) in this process, or under ``accelerate
+    launch --config_file launcher`` when a launcher is named; return the final model directory."""
+    if launcher is None:
+        from iterkd.train import train
+
+        return train(tcfg)
+    return launch_training(tcfg, launcher)
 
 
 def launch_training(tcfg: TrainConfig, launcher: str) -> Path:
