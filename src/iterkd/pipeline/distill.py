@@ -68,9 +68,8 @@ def _stage_dir(cfg: DistillConfig, run: Path) -> Path:
 def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     """Student attempts -> feedback -> teacher -> training set; returns the data card."""
     from iterkd.methods import collect, write_dataset
-    from iterkd.models import load_generator
     from iterkd.models.base import LazyGenerator
-    from iterkd.models.load import server_kw
+    from iterkd.models.load import student_loader
     from iterkd.sandbox import Limits, Sandbox
     from iterkd.tasks import load_tasks
     from iterkd.teacher import load_teacher
@@ -87,8 +86,7 @@ def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     stage_dir = _stage_dir(cfg, run)
     student = None
     if cfg.method != "stand":
-        kw = server_kw(cfg.student, cfg.student_backend, cfg.batch_size)
-        student = LazyGenerator(lambda: load_generator(cfg.student, backend=cfg.student_backend, **kw))
+        student = LazyGenerator(student_loader(cfg.student, cfg.student_backend, cfg.batch_size)[1])
     teacher = load_teacher(teacher_cfg)
     shared = run_lock(stage_dir, "stage_dir") if cfg.stage_dir else contextlib.nullcontext()
     try:

@@ -15,7 +15,7 @@ from iterkd.train.config import load_config as _load_config
 from iterkd.train.data import read_rows
 from iterkd.train.preference import PreferenceConfig
 
-OBJECTIVES = {"sft": TrainConfig, "preference": PreferenceConfig}
+OBJECTIVES = {cls.objective: cls for cls in (TrainConfig, PreferenceConfig)}
 
 
 def load_config(path=None, overrides=(), objective: str = "sft") -> TrainConfig:
@@ -23,11 +23,6 @@ def load_config(path=None, overrides=(), objective: str = "sft") -> TrainConfig:
     if objective not in OBJECTIVES:
         raise UserError(f"unknown training objective {objective!r}; choose {' or '.join(OBJECTIVES)}")
     return _load_config(path, overrides, OBJECTIVES[objective])
-
-
-def objective_of(config: TrainConfig) -> str:
-    """``"preference"`` for a PreferenceConfig, else ``"sft"`` (what ``iterkd train --objective`` takes)."""
-    return "preference" if isinstance(config, PreferenceConfig) else "sft"
 
 
 def train(config, model=None, tokenizer=None):
@@ -50,4 +45,4 @@ def build_trainer(config, model=None, tokenizer=None):
 
 
 __all__ = ["OBJECTIVES", "PreferenceConfig", "TrainConfig", "build_trainer", "config_from_dict", "describe_keys",
-           "load_config", "objective_of", "read_rows", "train"]  # fmt: skip
+           "load_config", "read_rows", "train"]  # fmt: skip

@@ -56,7 +56,7 @@ TRL_FIELDS = (
 
 class TrainConfig(ConfigModel):
     where: ClassVar[str] = "training config"
-    command: ClassVar[str] = "iterkd train"  # the command that reruns a saved config
+    objective: ClassVar[str] = "sft"  # `iterkd train --objective` of this config
 
     # --- ours: what to train on what
     model: str = Field(
@@ -193,9 +193,7 @@ class TrainConfig(ConfigModel):
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = (
-            f"# Resolved training configuration written by `iterkd train` (rerun: {self.command} --config THIS_FILE)\n"
-        )
+        header = f"# Resolved training configuration written by `iterkd train` (rerun: iterkd train --objective {self.objective} --config THIS_FILE)\n"
         return atomic_write_text(
             path, header + yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
         )

@@ -27,7 +27,6 @@ def launch_training(tcfg: TrainConfig, launcher: str) -> Path:
     resolved training config written first (a PreferenceConfig: ``--objective preference``); returns the final
     model directory."""
     from iterkd.models.llama_server import free_port
-    from iterkd.train import objective_of
 
     if not Path(launcher).is_file():
         raise UserError(f"train_launcher: {launcher}: no such accelerate config file (see configs/accelerate/)")
@@ -36,7 +35,7 @@ def launch_training(tcfg: TrainConfig, launcher: str) -> Path:
     tcfg.save(out / "launch_config.yaml")
     # a free rendezvous port: two runs on one machine must not meet on accelerate's default 29500
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launcher),
-           "--main_process_port", str(free_port()), "-m", "iterkd", "train", "--objective", objective_of(tcfg),
+           "--main_process_port", str(free_port()), "-m", "iterkd", "train", "--objective", tcfg.objective,
            "--config", str(out / "launch_config.yaml")]  # fmt: skip
     code = subprocess.run(cmd).returncode
     if code != 0 or not (tcfg.final_dir / "config.json").exists():

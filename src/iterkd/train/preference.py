@@ -30,7 +30,7 @@ LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "sft")
 
 class PreferenceConfig(TrainConfig):
     where: ClassVar[str] = "preference training config"
-    command: ClassVar[str] = "iterkd train --objective preference"
+    objective: ClassVar[str] = "preference"
 
     beta: float = Field(0.1, gt=0, description="DPO's beta: how far the policy may move from the reference")
     loss_type: list[str] = Field(default_factory=lambda: ["sigmoid", "sft"], description="TRL loss types, summed")
@@ -117,5 +117,5 @@ def train_preference(config: PreferenceConfig, model=None, tokenizer=None):
         "final": done.final.name,
         **sft.process_summary(trainer),
     }
-    atomic_write_json(cfg.output_path / "train_summary.json", summary)
+    atomic_write_json(cfg.output_path / sft.SUMMARY_FILENAME, summary)
     return done.final
