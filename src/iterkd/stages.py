@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +88,7 @@ def run_stage(
 
     from iterkd.models.base import queue_size
 
+    begin(path)
     done = read_progress_log(path, key)
     todo = [r for r in requests if r.key not in done]
     stats = stats if stats is not None else StageStats()
@@ -175,3 +177,134 @@ def verified_records(name: str, sandbox, limits) -> Records:
         ]
 
     return records
+
+
+# --- pinned settings -------------------------------------------------------------------------------------------
+# Every stage remembers the settings that determine its records (model, sampling, prompt family versions, the
+# method's fields, the training config) in a pin file next to them, written when the stage starts. A run checks
+# every stage it holds before any work (``Plan.check``) and refuses a rerun whose settings differ: records are
+# keyed by task id only, so mixing settings would go unnoticed. ``run_stage`` and the other stages (training,
+# datasets) call ``begin(path)``, which writes the pin of the stage producing ``path`` under the active plan.
+
+
+@dataclass(frozen=True)
+class StagePin:
+    """One stage of a run: its name (as messages show it), what it writes (``outputs``: files or directories;
+    any of them existing means the stage has begun), the settings that determine those outputs, and its pin file
+    (default: ``<first output>.settings.json``, or ``DIR/stage_settings.json`` for a directory)."""
+
+    name: str
+    outputs: tuple[Path, ...]
+    settings: dict
+    file: Path | None = None
+    assumed: dict = field(default_factory=dict)  # values of keys that pin files older than the key did not record
+    redo: str = ""  # how to redo the stage (the way out in the refusal), e.g. "delete RUN/rounds/r2 and later"
+    partial: bool = False  # the pin file holds more keys than ``settings`` (another writer's): compare these only
+
+    @property
+    def pin_file(self) -> Path:
+        if self.file is not None:
+            return self.file
+        first = self.outputs[0]
+        return first / "stage_settings.json" if not first.suffix else first.with_name(first.name + ".settings.json")
+
+    def started(self) -> bool:
+        return self.pin_file.exists() or any(p.exists() for p in self.outputs)
+
+    def pinned(self) -> dict | None:
+        from iterkd.io import read_json
+
+        doc = read_json(self.pin_file)
+        return None if doc is None else {**_as_json(self.assumed), **doc}
+
+    def write(self, settings: dict | None = None) -> None:
+        from iterkd.io import atomic_write_json
+
+        atomic_write_json(self.pin_file, _as_json(self.settings if settings is None else settings))
+
+
+def _as_json(obj):
+    import json
+
+    return json.loads(json.dumps(obj))  # as it reads back (tuples -> lists, keys -> str)
+
+
+def settings_diff(old: dict, new: dict) -> list[tuple[str, object, object]]:
+    """(key, old value, new value) for every key whose value differs, in the new dict's key order."""
+    keys = list(new) + [k for k in old if k not in new]
+    return [(k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]
+
+
+class Plan:
+    """The stages of one run (``holder``: e.g. "run_dir runs/x"), in the order they run."""
+
+    def __init__(self, holder: str, stages: list[StagePin], hint: str = "use another run_dir") -> None:
+        self.holder, self.stages, self.hint = holder, stages, hint
+        self._by_output = {Path(p).resolve(): s for s in stages for p in s.outputs}
+
+    def check(self, legacy: Callable[[], Plan | None] = lambda: None) -> None:
+        """Refuse (UserError, one line) when a stage that has begun was made with other settings. Stages run in
+        plan order, so a stage has begun when its outputs exist or a later stage's do. A begun stage without a
+        pin file (a run from before pins) is pinned by ``legacy()``: the same stages computed from the settings
+        the run directory recorded (its config.yaml)."""
+        from iterkd.errors import UserError
+
+        old, begun, later = None, [], False
+        for stage in reversed(self.stages):
+            later = later or stage.started()
+            begun.append(later)
+        for stage, started in zip(self.stages, reversed(begun)):
+            if not started:
+                continue
+            pinned = stage.pinned()
+            if pinned is None:
+                if old is None:
+                    before = legacy()
+                    old = {s.name: s for s in before.stages} if before is not None else {}
+                if stage.name not in old:
+                    continue
+                was = old[stage.name]
+                if was.pin_file.parent.is_dir() and not was.partial:  # keep it (never a directory made for it)
+                    was.write()
+                pinned = {**_as_json(was.assumed), **_as_json(was.settings)}
+            diff = settings_diff({k: pinned.get(k) for k in stage.settings} if stage.partial else pinned,
+                                 _as_json(stage.settings))  # fmt: skip
+            if diff:
+                key, was, now = diff[0]
+                more = f" (and {len(diff) - 1} more: {', '.join(d[0] for d in diff[1:])})" if len(diff) > 1 else ""
+                way = f"{self.hint}, or {stage.redo} to redo it" if stage.redo else self.hint
+                raise UserError(
+                    f"{self.holder}: stage {stage.name} was made with {key} = {_show(was)}, not {_show(now)}{more}; "
+                    f"{way}"
+                )
+
+    def begin(self, path: Path) -> None:
+        """The stage writing ``path`` starts: pin its settings (once)."""
+        stage = self._by_output.get(Path(path).resolve())
+        if stage is not None and not stage.partial and not stage.pin_file.exists():
+            stage.write()
+
+
+def _show(value) -> str:
+    import json
+
+    return "(unset)" if value is None else json.dumps(value) if not isinstance(value, str) else repr(value)
+
+
+_ACTIVE: list[Plan] = []
+
+
+@contextmanager
+def active(plan: Plan):
+    """Run a block under ``plan``: stages that start in it (``begin``) pin their settings."""
+    _ACTIVE.append(plan)
+    try:
+        yield plan
+    finally:
+        _ACTIVE.remove(plan)
+
+
+def begin(path: Path) -> None:
+    """Called by a stage before it writes ``path`` (a stage record file, a training directory, a dataset)."""
+    for plan in _ACTIVE:
+        plan.begin(path)

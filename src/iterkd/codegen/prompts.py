@@ -93,6 +93,7 @@ PROMPT_VERSIONS = {
     "teacher-repair": "v1",
     "teacher-faulty": "v1",
     "judge": "v1",
+    "question": "v1",
 }
 PROMPT_VERSION = PROMPT_VERSIONS["student"]  # what eval results record (generation.settings.prompt_version)
 

@@ -451,3 +451,26 @@ def resolve(model: str, fetch_missing: bool = True, progress: bool = True) -> Mo
         f"unknown model {text!r}: not a registry name, an existing .gguf file or directory, or a Hugging Face id "
         f"(org/name); registered models: {', '.join(MODELS)}"
     )
+
+
+def identity(model: str) -> str:
+    """What a model is, beyond its name, for pinned settings: a registry model's SHA-256; a local file's size and
+    the hash of its first and last MiB; a model directory's config.json and weight sizes; a hub id as is."""
+    if model in MODELS:
+        return f"sha256:{MODELS[model].sha256}"
+    path = Path(model).expanduser()
+    h = hashlib.sha256()
+    if path.is_file():
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            h.update(fh.read(1 << 20))
+            fh.seek(max(0, size - (1 << 20)))
+            h.update(fh.read(1 << 20))
+        return f"file:{size}:{h.hexdigest()[:16]}"
+    if path.is_dir():
+        config = path / "config.json"
+        h.update(config.read_bytes() if config.is_file() else b"")
+        for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) + sorted(path.glob("*.gguf")):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+        return f"dir:{h.hexdigest()[:16]}"
+    return f"hub:{model}"

@@ -11,6 +11,9 @@ from pydantic import Field, field_validator, model_validator
 
 from iterkd.config import ConfigModel, load_yaml, parse_override, suggest, validate_with_origin
 from iterkd.errors import UserError
+from iterkd.models.base import SamplingParams
+from iterkd.pipeline.iterkd_config import IterKDConfig
+from iterkd.teacher.config import DEFAULT_TEACHER, TeacherConfig
 
 SECTIONS = ("student_sampling", "teacher", "train", "eval", "iterkd")
 
@@ -36,18 +39,25 @@ class DistillConfig(ConfigModel):
     # an accelerate config file (configs/accelerate/): the training step runs as `accelerate launch --config_file
     # FILE -m iterkd train` (several processes / GPUs, DeepSpeed); None = in this process
     train_launcher: Optional[str] = None
-    # sections: SamplingParams, TeacherConfig, TrainConfig and EvalConfig by their own field names
-    student_sampling: dict = Field(
-        default_factory=lambda: {"temperature": 0.3, "top_p": 0.95, "max_tokens": 512, "seed": 0}
+    # typed sections (validated objects, named by their own field names): student_sampling, teacher, iterkd
+    student_sampling: SamplingParams = Field(
+        default_factory=lambda: SamplingParams(temperature=0.3, top_p=0.95, max_tokens=512, seed=0)
     )
-    teacher: dict = Field(
-        default_factory=lambda: {"served_model": "qwen2.5-coder-1.5b-instruct", "temperature": 0.0, "max_tokens": 512}
+    teacher: TeacherConfig = Field(
+        default_factory=lambda: TeacherConfig(served_model=DEFAULT_TEACHER, temperature=0.0, max_tokens=512)
     )
-    train: dict = Field(default_factory=dict)
-    iterkd: dict = Field(default_factory=dict)  # IterKDConfig (method iterkd only)
+    iterkd: IterKDConfig = Field(default_factory=IterKDConfig)  # method iterkd only
+    # sections completed per use (the model, files and benchmark a step fills in): train_config(), eval_configs()
+    train: dict = Field(default_factory=dict)  # TrainConfig fields (IterKD rounds: PreferenceConfig's too)
     eval: dict = Field(
         default_factory=lambda: {"benchmarks": ["humaneval", "mbpp"], "backend": "transformers", "max_tokens": 512}
     )
+
+    @field_validator("student_sampling", "teacher", "iterkd", mode="before")
+    @classmethod
+    def _section(cls, value, info):
+        kind = cls.model_fields[info.field_name].annotation
+        return value if isinstance(value, kind) else kind.from_dict(value, info.field_name)
 
     @field_validator("train_launcher")
     @classmethod
@@ -56,13 +66,19 @@ class DistillConfig(ConfigModel):
             raise ValueError(f"{value}: no such accelerate config file (see configs/accelerate/)")
         return value
 
+    @field_validator("seed_tasks")
+    @classmethod
+    def _seed_tasks(cls, value: str) -> str:
+        _check_benchmark(value, "'seed_tasks'")
+        return value
+
     @field_validator("method")
     @classmethod
     def _method(cls, value: str) -> str:
-        from iterkd.methods import METHODS
+        from iterkd.pipeline.registry import pipelines
 
-        if value not in (*METHODS, "iterkd"):
-            raise ValueError(f"unknown method {value!r}; choose one of {', '.join(METHODS)}, iterkd")
+        if value not in pipelines():
+            raise ValueError(f"unknown method {value!r}; choose one of {', '.join(pipelines())}")
         return value
 
     @field_validator("student_backend")
@@ -77,44 +93,87 @@ class DistillConfig(ConfigModel):
     def _sections(self) -> DistillConfig:
         if not self.run_dir:
             raise ValueError("run_dir is not set (in the config or as run_dir=PATH)")
-        self.sections()
-        if self.method == "iterkd":
-            from iterkd.pipeline.iterkd import IterKDConfig
+        from iterkd.pipeline.registry import pipeline
 
-            IterKDConfig.from_dict(self.iterkd, "iterkd")
+        self.train_config(pipeline(self.method).objective)
+        self.eval_configs()
         return self
 
-    def sections(self) -> tuple:
-        """The sections as typed configs (SamplingParams, TeacherConfig, TrainConfig, [EvalConfig per
-        benchmark]); a bad value in any of them is a UserError naming the section."""
-        from iterkd.evaluate.run import EvalConfig
-        from iterkd.models.base import SamplingParams
-        from iterkd.teacher import TeacherConfig
-        from iterkd.train import config_from_dict
+    def train_config(self, objective: str = "sft", **fill):
+        """The ``train:`` section as a validated training config (``objective`` sft: TrainConfig, preference:
+        PreferenceConfig) for this run's student, data and output directory (``fill`` overrides them)."""
+        from iterkd.train import OBJECTIVES
 
         run = Path(self.run_dir)
-        train = config_from_dict(
-            {
-                **self.train,
-                "model": self.student,
-                "train_file": str(run / "data" / "train.jsonl"),
-                "output_dir": str(run / "train"),
-            },
-            "train",
-        )
+        where = {
+            "model": self.student,
+            "train_file": str(run / "data" / "train.jsonl"),
+            "output_dir": str(run / "train"),
+        }
+        return OBJECTIVES[objective].from_dict({**self.train, **where, **fill}, "train")
+
+    def eval_configs(self) -> list:
+        """One EvalConfig per ``eval.benchmarks`` entry (model: the untrained student; a step evaluating another
+        model copies it with that model)."""
+        from iterkd.evaluate.run import EvalConfig
+
         if "base_url" in self.eval:  # the trained student is a checkpoint of this run: no endpoint serves it
             raise UserError("eval: 'base_url' is not a distill setting (distill evaluates the checkpoint it trains)")
         settings = {k: v for k, v in self.eval.items() if k not in ("benchmarks", "export_gguf")}
         benchmarks = self.eval.get("benchmarks", ["humaneval", "mbpp"])
         if not isinstance(benchmarks, list):  # [] = train only (e.g. tuning rows scored separately)
             raise UserError(f"eval: 'benchmarks' must be a list, got {benchmarks!r}")
-        evals = [EvalConfig.from_dict({**settings, "model": self.student, "benchmark": b}, "eval") for b in benchmarks]
-        return (
-            SamplingParams.from_dict(self.student_sampling, "student_sampling"),
-            TeacherConfig.from_dict(self.teacher, "teacher"),
-            train,
-            evals,
-        )
+        for b in benchmarks:
+            _check_benchmark(str(b), "eval: 'benchmarks'")
+        return [EvalConfig.from_dict({**settings, "model": self.student, "benchmark": b}, "eval") for b in benchmarks]
+
+    # --- what decides each stage's records (its pinned settings), as dotted config keys --------------------------
+
+    def student_settings(self, model: bool = True) -> dict:
+        """What decides a student answer: sampling, backend, prompt wording, sandbox limit, and (``model``) the
+        student model itself with its identity (a round's trained student is pinned by its training instead)."""
+        from iterkd.codegen.prompts import PROMPT_VERSIONS
+        from iterkd.models.registry import identity
+
+        who = {"student": self.student, "student identity": identity(self.student)} if model else {}
+        return {**who, "student_backend": self.student_backend,
+                **{f"student_sampling.{k}": v for k, v in self.student_sampling.to_dict().items()},
+                "prompt_version:student": PROMPT_VERSIONS["student"], "sandbox_timeout": self.sandbox_timeout}  # fmt: skip
+
+    def teacher_settings(self) -> dict:
+        """What decides a teacher (or judge) answer: the model, its identity, the sampling; not where it is served."""
+        from iterkd.models.registry import identity
+
+        t = self.teacher.to_dict()
+        pinned = {f"teacher.{k}": t.get(k) for k in TEACHER_KEYS}
+        return {**pinned, "teacher identity": identity(t["served_model"]) if t.get("served_model") else None}
+
+    def seed_settings(self) -> dict:
+        return {"seed_tasks": self.seed_tasks, "seed_split": self.seed_split if self.seed_tasks == "mbpp" else None,
+                "limit": self.limit}  # fmt: skip
+
+    def train_settings(self, tcfg) -> dict:
+        """A training config's settings, but where it reads and writes (its data is pinned by its own stage)."""
+        from iterkd.models.registry import identity
+
+        values = {f"train.{k}": v for k, v in tcfg.to_dict().items() if k not in ("output_dir", "train_file", "model")}
+        return {"train.model": tcfg.model, "train.model identity": identity(tcfg.model), **values}
+
+
+def _check_benchmark(name: str, where: str) -> None:
+    """A benchmark name or a task file, checked when the config is read (not at the stage that uses it)."""
+    if name in BENCHMARKS or Path(name).is_file():
+        return
+    if Path(name).is_dir():
+        raise UserError(f"{where}: {name} is a directory, expected a task .jsonl file")
+    hint = suggest(name, list(BENCHMARKS)) if not name.endswith(".jsonl") else ": no such task file"
+    raise UserError(f"{where}: unknown benchmark {name!r}{hint} (or a task .jsonl file)")
+
+
+BENCHMARKS = ("humaneval", "mbpp")
+# teacher settings that decide its answers (base_url, cache_path, concurrency and server sizes only say where and
+# how fast it is served)
+TEACHER_KEYS = ("served_model", "model", "temperature", "top_p", "max_tokens", "seed", "top_k", "extra_body")
 
 
 def _set(values: dict, key: str, value: Any, where: str) -> None:
@@ -138,7 +197,8 @@ def _set(values: dict, key: str, value: Any, where: str) -> None:
 
 
 def _default(section: str) -> dict:
-    return DistillConfig.model_fields[section].get_default(call_default_factory=True)
+    value = DistillConfig.model_fields[section].get_default(call_default_factory=True)
+    return value.model_dump(exclude_unset=True) if isinstance(value, ConfigModel) else value
 
 
 def load_distill_config(path: str | Path | None, overrides: list[str], method: str | None = None) -> DistillConfig:

@@ -22,8 +22,10 @@ import time
 from pathlib import Path
 
 from iterkd.errors import UserError
-from iterkd.io import atomic_write_json, atomic_write_text, portable_path, read_json, run_lock
+from iterkd.io import atomic_write_json, portable_path, read_json, run_lock
 from iterkd.pipeline.config import DistillConfig
+from iterkd.pipeline.resume import eval_stages, resume_check
+from iterkd.stages import Plan, active, begin
 
 # Settings that decide what a stage record holds: runs may share a stage_dir only when these agree.
 _STAGE_KEYS = ("seed_tasks", "seed_split", "student", "student_sampling", "sandbox_timeout", "teacher_sees_reference")
@@ -50,7 +52,9 @@ def _stage_dir(cfg: DistillConfig, run: Path) -> Path:
         return run / "data"
     path = Path(cfg.stage_dir)
     wanted = {k: getattr(cfg, k) for k in _STAGE_KEYS}
-    wanted["teacher"] = {k: cfg.teacher.get(k) for k in _TEACHER_KEYS}
+    wanted["student_sampling"] = cfg.student_sampling.model_dump(exclude_unset=True)
+    teacher = cfg.teacher.to_dict()
+    wanted["teacher"] = {k: teacher.get(k) for k in _TEACHER_KEYS}
     wanted["prompt_version"] = PROMPT_VERSIONS["student"]  # the key older stage directories were pinned with
     families = {f"prompt_version:{family}": v for family, v in PROMPT_VERSIONS.items() if family != "student"}
     wanted.update(families)
@@ -63,6 +67,38 @@ def _stage_dir(cfg: DistillConfig, run: Path) -> Path:
         assumed={k: "v1" for k in families},
     )
     return path
+
+
+def plan(cfg: DistillConfig) -> Plan:
+    """Every stage of a PERsD-family run (STAND, INPD, PERsD and its variants) with the settings it is pinned by."""
+    from iterkd.codegen.prompts import PROMPT_VERSIONS
+    from iterkd.methods.persd import REGISTRY, TEACHER_STAGES
+    from iterkd.stages import StagePin
+
+    run, spec = Path(cfg.run_dir), REGISTRY[cfg.method]
+    data, stage_dir = run / "data", Path(cfg.stage_dir) if cfg.stage_dir else run / "data"
+    seeds, student, teacher = cfg.seed_settings(), cfg.student_settings(), cfg.teacher_settings()
+    stages = []
+    if spec.only_failed:
+        stages.append(StagePin("student-attempts", (stage_dir / "student_attempts.jsonl",), {**student, "seed_tasks": seeds["seed_tasks"], "seed_split": seeds["seed_split"]}))  # fmt: skip
+    file, _ = TEACHER_STAGES[spec.teacher_stage]
+    family = "teacher-repair" if spec.teacher_stage == "teacher-repair" else "student"
+    asked = {**teacher, f"prompt_version:{family}": PROMPT_VERSIONS[family], "sandbox_timeout": cfg.sandbox_timeout,
+             "teacher_sees_reference": cfg.teacher_sees_reference, "seed_tasks": seeds["seed_tasks"],
+             "seed_split": seeds["seed_split"]}  # fmt: skip
+    stages.append(StagePin(spec.teacher_stage, (stage_dir / file,), asked))
+    stages.append(StagePin("dataset", (data / "train.jsonl", data / "data_card.json"), {"method": cfg.method, **seeds},
+                           file=data / "dataset.settings.json", redo=f"delete {data / 'data_card.json'}"))  # fmt: skip
+    tcfg = cfg.train_config()
+    stages.append(
+        StagePin("training", (tcfg.output_path,), cfg.train_settings(tcfg), redo=f"delete {tcfg.output_path}")
+    )
+    export = cfg.eval.get("export_gguf")
+    if cfg.eval_base:
+        base = str(run / "base-model" / f"final.{export}.gguf") if export else cfg.student
+        stages += eval_stages(cfg, base, run / "eval" / "base", "eval/base")
+    trained = tcfg.final_dir.parent / f"final.{export}.gguf" if export else tcfg.final_dir
+    return Plan(f"run_dir {run}", [*stages, *eval_stages(cfg, str(trained), run / "eval" / "trained", "eval/trained")])
 
 
 def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
@@ -80,14 +116,13 @@ def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     split = cfg.seed_split if cfg.seed_tasks == "mbpp" else None
     tasks = load_tasks(cfg.seed_tasks, split)
     tasks = [t for t in tasks if t.tests][: cfg.limit] if cfg.limit else [t for t in tasks if t.tests]
-    student_params, teacher_cfg, _, _ = cfg.sections()
     limits = Limits(timeout_s=cfg.sandbox_timeout)
     began = time.perf_counter()
     stage_dir = _stage_dir(cfg, run)
     student = None
     if cfg.method != "stand":
         student = LazyGenerator(student_loader(cfg.student, cfg.student_backend, cfg.batch_size)[1])
-    teacher = load_teacher(teacher_cfg)
+    teacher = load_teacher(cfg.teacher)
     shared = run_lock(stage_dir, "stage_dir") if cfg.stage_dir else contextlib.nullcontext()
     try:
         with shared, Sandbox(limits=limits) as sandbox:
@@ -96,8 +131,8 @@ def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
                 tasks,
                 student,
                 teacher,
-                student_params,
-                teacher_cfg.sampling(),
+                cfg.student_sampling,
+                cfg.teacher.sampling(),
                 sandbox,
                 limits,
                 stage_dir,
@@ -110,6 +145,7 @@ def build_data(cfg: DistillConfig, run: Path, progress: bool) -> dict:
         teacher.close()
         if student is not None:
             student.close()
+    begin(run / "data" / "train.jsonl")
     if not examples:
         raise UserError(
             f"{cfg.method}: the teacher produced no passing examples for {len(tasks)} seed tasks; "
@@ -133,7 +169,9 @@ def train_student(cfg: DistillConfig, run: Path) -> tuple[Path, float]:
     if (final / "config.json").exists():
         return final, 0.0
     began = time.perf_counter()
-    path = run_training(cfg.sections()[2], cfg.train_launcher)
+    tcfg = cfg.train_config()
+    begin(tcfg.output_path)
+    path = run_training(tcfg, cfg.train_launcher)
     return path, time.perf_counter() - began
 
 
@@ -141,7 +179,7 @@ def evaluate(cfg: DistillConfig, model: str, out: Path, progress: bool) -> dict:
     from iterkd.evaluate.run import benchmark_name, run_eval
 
     results = {}
-    for ecfg in cfg.sections()[3]:
+    for ecfg in cfg.eval_configs():
         name = benchmark_name(ecfg.benchmark)
         doc = run_eval(ecfg.model_copy(update={"model": model}), out / name, progress=progress)
         results[name] = {
@@ -153,20 +191,27 @@ def evaluate(cfg: DistillConfig, model: str, out: Path, progress: bool) -> dict:
 
 
 def run_distill(cfg: DistillConfig, progress: bool = True) -> dict:
-    """Run (or resume) ``cfg.method`` end to end; return the summary written to RUN/summary.json. The run
-    directory is locked for the whole run: a second process on it stops at once with a UserError."""
-    if cfg.method == "iterkd":
-        from iterkd.pipeline.iterkd import run_iterkd
+    """Run (or resume) ``cfg.method`` end to end with its pipeline (``pipeline.registry``); return the summary
+    written to RUN/summary.json. The run directory is locked for the whole run: a second process on it stops at
+    once with a UserError."""
+    from iterkd.pipeline.registry import pipeline
 
-        return run_iterkd(cfg, progress)
+    return pipeline(cfg.method).load().run(cfg, progress)
+
+
+def run(cfg: DistillConfig, progress: bool = True) -> dict:
+    """The PERsD family's pipeline (see ``pipeline.registry``)."""
     with run_lock(cfg.run_dir):
         return _run_locked(cfg, Path(cfg.run_dir), progress)
 
 
 def _run_locked(cfg: DistillConfig, run: Path, progress: bool) -> dict:
-    import yaml
+    resume_check(cfg, plan)
+    with active(plan(cfg)):
+        return _stages(cfg, run, progress)
 
-    atomic_write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+def _stages(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     began = time.perf_counter()
     card = build_data(cfg, run, progress)
     final, train_seconds = train_student(cfg, run)
@@ -201,10 +246,14 @@ def _run_locked(cfg: DistillConfig, run: Path, progress: bool) -> dict:
 
 
 def format_summary(summary: dict) -> str:
-    if summary["method"] == "iterkd":
-        from iterkd.pipeline.iterkd import format_rounds
+    """The table ``iterkd distill`` prints, by the pipeline of the summary's method."""
+    from iterkd.pipeline.registry import pipeline
 
-        return format_rounds(summary)
+    return pipeline(summary["method"]).load().format_table(summary)
+
+
+def format_table(summary: dict) -> str:
+    """A PERsD-family run: its data funnel and pass@1 before and after training."""
     data = summary["data"]
     lines = [
         f"method     {summary['method']}   run {summary['run_dir']}",

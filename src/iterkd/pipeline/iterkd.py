@@ -22,11 +22,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import ClassVar, Literal, Optional
 
-from pydantic import Field
-
-from iterkd.config import ConfigModel
 from iterkd.io import (
     atomic_write_json,
     atomic_write_lines,
@@ -36,45 +32,10 @@ from iterkd.io import (
     read_json,
     read_progress_log,
 )
+from iterkd.pipeline.iterkd_config import IterKDConfig
+from iterkd.pipeline.resume import eval_stages, resume_check
+from iterkd.stages import Plan, Request, StagePin, active, begin, run_stage, verified_records
 from iterkd.tasks import write_task_file
-
-
-class Budget(ConfigModel):
-    """Teacher tokens (prompt + completion, the judge's included) a round and the whole run may spend, counted
-    from the stage records on disk (so a resumed run means the same budget); None = no limit. Reaching one
-    stops the run cleanly (exit 3); rerun with a higher budget to go on from there."""
-
-    where: ClassVar[str] = "iterkd.budget"
-
-    round_tokens: Optional[int] = Field(None, gt=0)
-    run_tokens: Optional[int] = Field(None, gt=0)
-
-
-class IterKDConfig(ConfigModel):
-    """The ``iterkd:`` section of a distill config (all our choices where the paper is silent)."""
-
-    where: ClassVar[str] = "iterkd"
-
-    rounds: int = Field(2, ge=1)
-    n_faulty: int = Field(1, ge=1)
-    reveal: Literal["strip", "drop", "keep"] = "strip"
-    negatives: Literal["teacher", "student", "both"] = "both"
-    loss: Literal["dpo", "sft"] = "dpo"  # dpo: TRL loss_type [sigmoid, sft]; sft: [sft] only (the ablation)
-    beta: float = Field(0.1, gt=0)
-    nll_weight: float = Field(1.0, ge=0)  # the weight of the NLL on the correct answer (RPO's alpha)
-    judge: bool = True
-    judge_variant: Literal["plain", "trace"] = "plain"
-    judge_in_buckets: bool = False  # the judge is measured every round; buckets use it only when this is true
-    judge_max_tokens: int = Field(384, ge=16)
-    easy_min: float = Field(5.0, ge=0, le=6)
-    hard_max: float = Field(3.0, ge=0, le=6)
-    per_seed: dict[str, int] = Field(default_factory=lambda: {"easy": 1, "medium": 1, "hard": 2})
-    question_temperature: float = Field(0.7, ge=0)
-    question_max_tokens: int = Field(512, ge=64)
-    dedup_threshold: float = Field(0.7, gt=0, le=1)
-    keep_hard_seeds: bool = True
-    train_from: Literal["previous", "base"] = "previous"  # base: each round trains the base on all pairs so far
-    budget: Budget = Field(default_factory=Budget)
 
 
 class Round:
@@ -115,7 +76,6 @@ class Round:
         """The round's student: trained on the pairs (the same student when there are none); its GGUF answers."""
         from iterkd.train.export import export_gguf
         from iterkd.train.launch import run_training
-        from iterkd.train.preference import PreferenceConfig
 
         train_file = self.rdir / "pairs.jsonl"
         if self.ic.train_from == "base":  # the base student, trained on every round's pairs so far
@@ -125,14 +85,12 @@ class Round:
             atomic_write_text(train_file, "".join(line + "\n" for line in rows))
         if n_pairs == 0:
             return dict(self.student)
-        loss = (["sigmoid", "sft"], [1.0, self.ic.nll_weight]) if self.ic.loss == "dpo" else (["sft"], [1.0])
-        values = {**self.cfg.train, "model": self.student["train"], "train_file": str(train_file),
-                  "output_dir": str(self.rdir / "train"), "beta": self.ic.beta, "loss_type": loss[0],
-                  "loss_weights": loss[1]}  # fmt: skip
-        final = self.rdir / "train" / "final"
+        tcfg = train_config(self.cfg, self.ic, self.rdir, self.student["train"], train_file)
+        final = tcfg.final_dir
         if not (final / "config.json").exists():
+            begin(tcfg.output_path)
             # in this process, or under `accelerate launch` (several processes / GPUs) when train_launcher is set
-            run_training(PreferenceConfig.from_dict(values, "train"), self.cfg.train_launcher)
+            run_training(tcfg, self.cfg.train_launcher)
         return {"train": str(final), "generate": str(export_gguf(final, outtype="q8_0"))}
 
     def feedback(self, student: dict, teacher, sandbox, limits) -> tuple[dict, dict]:
@@ -144,12 +102,11 @@ class Round:
         from iterkd.methods.questions import bucket
         from iterkd.models import SamplingParams, load_generator
         from iterkd.models.base import LazyGenerator
-        from iterkd.stages import Request, run_stage, verified_records
 
         model = LazyGenerator(lambda: load_generator(student["generate"], backend=self.cfg.student_backend))
         try:
             answers = run_stage("student-answers", model, [Request(t.task_id, t, direct_messages(t)) for t in self.pool],
-                                SamplingParams(**self.cfg.student_sampling), self.data / "student_answers.jsonl",
+                                self.cfg.student_sampling, self.data / "student_answers.jsonl",
                                 verified_records("student-answers", sandbox, limits), progress=self.progress)  # fmt: skip
         finally:
             model.close()
@@ -220,13 +177,67 @@ class Round:
         return summary
 
 
+def train_config(cfg, ic: IterKDConfig, rdir: Path, model: str, train_file: Path):
+    """A round's preference training: the ``train:`` section with IterKD's loss (DPO + NLL, or NLL alone)."""
+    loss = (["sigmoid", "sft"], [1.0, ic.nll_weight]) if ic.loss == "dpo" else (["sft"], [1.0])
+    return cfg.train_config("preference", model=model, train_file=str(train_file), output_dir=str(rdir / "train"),
+                            beta=ic.beta, loss_type=loss[0], loss_weights=loss[1])  # fmt: skip
+
+
+LOSS_KEYS = ("train.beta", "train.loss_type", "train.loss_weights")  # set from iterkd.{beta,loss,nll_weight}
+
+
+def plan(cfg) -> Plan:
+    """Every stage of an IterKD run, round by round, with the settings it is pinned by (``rounds`` and the
+    budgets only extend a run: they are not pinned)."""
+    run = Path(cfg.run_dir)
+    base_eval = eval_stages(cfg, cfg.student, run / "eval" / "base", "eval/base", cfg.student_backend)
+    stages = base_eval if cfg.eval_base else []
+    for k in range(1, cfg.iterkd.rounds + 1):
+        stages += _round_stages(cfg, k, run / "rounds" / f"r{k}")
+    return Plan(f"run_dir {run}", stages)
+
+
+def _round_stages(cfg, k: int, rdir: Path) -> list[StagePin]:
+    """Round ``k``'s stages in the order they run: Stage I's teacher answers, training, Stage II (answers, judge),
+    Stage III (questions), the round's evaluation."""
+    from iterkd.codegen.prompts import PROMPT_VERSIONS as V
+
+    ic, data, redo = cfg.iterkd, rdir / "data", f"delete {rdir} and the rounds after it"
+    teacher, box, seeds = cfg.teacher_settings(), {"sandbox_timeout": cfg.sandbox_timeout}, cfg.seed_settings()
+    own = lambda *fields: {f"iterkd.{f}": getattr(ic, f) for f in fields}  # noqa: E731
+    pin = lambda stage, outputs, settings: StagePin(f"r{k}/{stage}", outputs, settings, redo=redo)  # noqa: E731
+    pool = seeds if k == 1 else {}  # later pools come from the rounds before
+    n_faulty = {"iterkd.n_faulty": 0 if ic.negatives == "student" else ic.n_faulty}
+    tcfg = train_config(cfg, ic, rdir, cfg.student, rdir / "pairs.jsonl")  # train.model: the base student
+    trained = {key: v for key, v in cfg.train_settings(tcfg).items() if key not in LOSS_KEYS}  # named by iterkd.* here
+    stages = [
+        pin("teacher-direct", (data / "teacher_direct.jsonl",), {**teacher, "prompt_version:student": V["student"], **box, **pool}),
+        pin("teacher-faulty", (data / "teacher_faulty.jsonl",), {**teacher, **n_faulty, "prompt_version:teacher-faulty": V["teacher-faulty"], **box, **pool}),
+        pin("training", (rdir / "train",), {**trained, **own("reveal", "negatives", "loss", "beta", "nll_weight", "train_from")}),
+        pin("student-answers", (data / "student_answers.jsonl",), {**cfg.student_settings(), **box}),
+    ]  # fmt: skip
+    if ic.judge:
+        judged = {**teacher, **own("judge_variant", "judge_max_tokens"), "prompt_version:judge": V["judge"]}
+        stages.append(pin("judge", (data / "judge.jsonl", data / "judge.retry.jsonl"), judged))
+    asked = own("easy_min", "hard_max", "judge", "judge_in_buckets", "per_seed", "question_temperature",
+                "question_max_tokens", "dedup_threshold", "keep_hard_seeds")  # fmt: skip
+    questions = {**teacher, **asked, "prompt_version:question": V["question"], **box}
+    stages.append(pin("questions", (data / "questions.jsonl", data / "questions.retry.jsonl"), questions))
+    for stage in eval_stages(cfg, "", rdir / "eval", f"r{k}/eval", cfg.student_backend):
+        # the round's student is pinned by its training; its path is checked by the eval directory itself
+        settings = {key: v for key, v in stage.settings.items() if key != "model"}
+        stages.append(StagePin(stage.name, stage.outputs, settings, stage.file, stage.assumed, redo, partial=True))
+    return stages
+
+
 def evaluate_student(cfg, model: str, out: Path, progress: bool) -> dict:
     """pass@k of ``model`` on each ``eval.benchmarks`` entry in ``out/BENCH`` (resumable), generated with the
     backend the student answers with in Stage II (``student_backend``); {} when no benchmark is set."""
     from iterkd.evaluate.run import benchmark_name, run_eval
 
     results = {}
-    for ecfg in cfg.sections()[3]:
+    for ecfg in cfg.eval_configs():
         name = benchmark_name(ecfg.benchmark)
         doc = run_eval(ecfg.model_copy(update={"model": model, "backend": cfg.student_backend}), out / name,
                        progress=progress)  # fmt: skip
@@ -263,16 +274,18 @@ def run_iterkd(cfg, progress: bool = True) -> dict:
 
 
 def _run(cfg, run: Path, progress: bool) -> dict:
-    import yaml
+    ic, teacher_cfg = cfg.iterkd, cfg.teacher
+    resume_check(cfg, plan)
+    with active(plan(cfg)):
+        return _rounds(cfg, ic, teacher_cfg, run, progress)
 
+
+def _rounds(cfg, ic: IterKDConfig, teacher_cfg, run: Path, progress: bool) -> dict:
     from iterkd.models.base import LazyGenerator
     from iterkd.sandbox import Limits, Sandbox
     from iterkd.tasks import load_task_file
     from iterkd.teacher import TokenBudget, TokenBudgetReached, load_teacher
 
-    ic = IterKDConfig.from_dict(cfg.iterkd, "iterkd")
-    atomic_write_text(run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    _, teacher_cfg, _, _ = cfg.sections()
     base = {"train": cfg.student, "generate": cfg.student}
     student, pool, prev, rounds, stopped = dict(base), _seed_pool(cfg), None, [], None
     pool_texts = [t.prompt for t in pool]
@@ -333,3 +346,6 @@ def format_rounds(summary: dict) -> str:
     if summary.get("stopped"):
         lines.append(f"stopped: {summary['stopped']}")
     return "\n".join(lines)
+
+
+run, format_table = run_iterkd, format_rounds  # the pipeline's interface (see pipeline.registry)

@@ -1,0 +1,47 @@
+"""``IterKDConfig``: the ``iterkd:`` section of a distill config (read by ``iterkd.pipeline.iterkd``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Optional
+
+from pydantic import Field
+
+from iterkd.config import ConfigModel
+
+
+class Budget(ConfigModel):
+    """Teacher tokens (prompt + completion, the judge's included) a round and the whole run may spend, counted
+    from the stage records on disk (so a resumed run means the same budget); None = no limit. Reaching one
+    stops the run cleanly (exit 3); rerun with a higher budget to go on from there."""
+
+    where: ClassVar[str] = "iterkd.budget"
+
+    round_tokens: Optional[int] = Field(None, gt=0)
+    run_tokens: Optional[int] = Field(None, gt=0)
+
+
+class IterKDConfig(ConfigModel):
+    """The ``iterkd:`` section of a distill config (all our choices where the paper is silent)."""
+
+    where: ClassVar[str] = "iterkd"
+
+    rounds: int = Field(2, ge=1)
+    n_faulty: int = Field(1, ge=1)
+    reveal: Literal["strip", "drop", "keep"] = "strip"
+    negatives: Literal["teacher", "student", "both"] = "both"
+    loss: Literal["dpo", "sft"] = "dpo"  # dpo: TRL loss_type [sigmoid, sft]; sft: [sft] only (the ablation)
+    beta: float = Field(0.1, gt=0)
+    nll_weight: float = Field(1.0, ge=0)  # the weight of the NLL on the correct answer (RPO's alpha)
+    judge: bool = True
+    judge_variant: Literal["plain", "trace"] = "plain"
+    judge_in_buckets: bool = False  # the judge is measured every round; buckets use it only when this is true
+    judge_max_tokens: int = Field(384, ge=16)
+    easy_min: float = Field(5.0, ge=0, le=6)
+    hard_max: float = Field(3.0, ge=0, le=6)
+    per_seed: dict[str, int] = Field(default_factory=lambda: {"easy": 1, "medium": 1, "hard": 2})
+    question_temperature: float = Field(0.7, ge=0)
+    question_max_tokens: int = Field(512, ge=64)
+    dedup_threshold: float = Field(0.7, gt=0, le=1)
+    keep_hard_seeds: bool = True
+    train_from: Literal["previous", "base"] = "previous"  # base: each round trains the base on all pairs so far
+    budget: Budget = Field(default_factory=Budget)
