@@ -98,17 +98,22 @@ def test_question_writer_with_a_real_teacher_then_resume(tmp_path):
 def test_buckets_put_execution_first():
     from iterkd.methods.questions import bucket
 
-    assert bucket(True, 6, True) == "easy" and bucket(True, None, True) == "easy"
-    assert bucket(True, 4, True) == "medium" and bucket(True, 6, False) == "medium"  # lint findings: not easy
+    def b(passed, judge, clean, crashed=False, **kw):  # the scores of the three views of one answer
+        return bucket({"passed": passed, "judge": judge, "static_clean": clean, "crashed": crashed}, **kw)
+
+    assert b(True, 6, True) == "easy" and b(True, None, True) == "easy"
+    assert b(True, 4, True) == "medium" and b(True, 6, False) == "medium"  # lint findings: not easy
     assert (
-        bucket(False, 6, True) == "medium"
-        and bucket(False, 2.5, True) == "hard"
-        and bucket(False, 6, True, crashed=True) == "medium"  # a judge's score, when given, splits the failures
+        b(False, 6, True) == "medium"
+        and b(False, 2.5, True) == "hard"
+        and b(False, 6, True, crashed=True) == "medium"  # a judge's score, when given, splits the failures
     )
-    assert bucket(True, 4, True, easy_min=4) == "easy" and bucket(False, 3.5, True, hard_max=4) == "hard"
+    assert b(True, 4, True, easy_min=4) == "easy" and b(False, 3.5, True, hard_max=4) == "hard"
     # without a score: execution and lint alone; a wrong value from clean code is medium, a crash or findings hard
-    assert bucket(False, None, True) == "medium" and bucket(False, None, True, crashed=True) == "hard"
-    assert bucket(False, None, False) == "hard" and bucket(True, None, False) == "medium"
+    assert b(False, None, True) == "medium" and b(False, None, True, crashed=True) == "hard"
+    assert b(False, None, False) == "hard" and b(True, None, False) == "medium"
+    # a view that is absent scores nothing: execution alone (no static view) reads as lint-clean, no judge
+    assert bucket({"passed": True}) == "easy" and bucket({"passed": False, "crashed": True}) == "hard"
 
 
 def test_a_crash_is_told_from_a_wrong_value():

@@ -2,6 +2,7 @@
 teacher, real sandbox, TRL training, evaluation), then a resume that repeats nothing."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,8 @@ def test_config_overrides_reach_into_sections(tmp_path):
     path.write_text("method: persd\nrun_dir: r\nteacher: {temperature: 0.2}\ntrain: {max_steps: 5}\n")
     cfg = load_distill_config(path, ["limit=7", "teacher.served_model=smollm2-135m-instruct", "eval.limit=3"], "inpd")
     assert cfg.method == "inpd" and cfg.limit == 7 and cfg.train == {"max_steps": 5}
-    assert cfg.teacher["temperature"] == 0.2 and cfg.teacher["served_model"] == "smollm2-135m-instruct"
-    assert cfg.teacher["max_tokens"] == 512  # defaults of a section survive a partial section
+    assert cfg.teacher.temperature == 0.2 and cfg.teacher.served_model == "smollm2-135m-instruct"
+    assert cfg.teacher.max_tokens == 512  # defaults of a section survive a partial section
     assert cfg.eval["limit"] == 3 and cfg.eval["benchmarks"] == ["humaneval", "mbpp"]
     for bad, msg in (
         (["lmit=3"], r"unknown key 'lmit' \(did you mean limit"),
@@ -110,6 +111,11 @@ def test_stand_end_to_end_then_resume(tmp_path):
 
     again = run_distill(load_distill_config(None, overrides, "stand"), progress=False)
     assert again["train_seconds"] == 0.0 and again["data"] == card and again["trained"] == summary["trained"]
+    # the trained student is never reused under another training config (nor the records under another teacher)
+    with pytest.raises(UserError, match=r"stage training was made with train.max_steps = 2, not 3"):
+        run_distill(load_distill_config(None, [*overrides, "train.max_steps=3"], "stand"), progress=False)
+    with pytest.raises(UserError, match=r"stage teacher-direct was made with teacher.temperature = 0.0, not 0.5"):
+        run_distill(load_distill_config(None, [*overrides, "teacher.temperature=0.5"], "stand"), progress=False)
 
     # A "stage finished" file cut by a crash is detected and its stage redone from the stage records (no
     # teacher call, same training set), never crashed on.
@@ -192,7 +198,7 @@ def _cache_rows(path: Path) -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)  # minutes on an idle 2-core VM; room for a loaded one
-def test_iterkd_two_rounds_then_resume_without_a_teacher_call(tmp_path):
+def test_iterkd_two_rounds_then_resume_without_a_teacher_call(tmp_path, monkeypatch):
     """Two real rounds (SmolLM2-135M as teacher, judge and student: it writes few pairs and no new question, so
     the second round's pool is the first round's hard seeds); then a round whose summary was lost is rebuilt
     from its stage records without starting the teacher."""
@@ -211,10 +217,15 @@ def test_iterkd_two_rounds_then_resume_without_a_teacher_call(tmp_path):
     first = (run / "rounds" / "r1" / "data" / "teacher_direct.jsonl").read_text().splitlines()
     faulty = run / "rounds" / "r1" / "data" / "teacher_faulty.jsonl"
     assert len(first) == 6 and (not faulty.exists() or faulty.read_text() == "")  # refused before its first batch
-    # rerun without the budget: it goes on from there and pays for no call twice (round 2 asks again for the
-    # hard seeds of round 1, which the cache answers: every paid call is a new row of the cache)
+    # rerun without the budget for one round: it goes on from there
+    one = run_distill(load_distill_config(None, [*args, "iterkd.rounds=1"], "iterkd"), progress=False)
+    assert [r["round"] for r in one["rounds"]] == [1] and not (run / "rounds" / "r2").exists()
+    # then raise rounds (a setting that only extends a run): round 2 runs, round 1 is kept; no call is paid for
+    # twice (round 2 asks again for the hard seeds of round 1, which the cache answers: every paid call is a new
+    # row of the cache)
     cached_before = _cache_rows(tmp_path / "c.sqlite")
     summary = run_distill(load_distill_config(None, args, "iterkd"), progress=False)
+    assert summary["rounds"][0] == one["rounds"][0]
     assert summary["stopped"] is None
     assert _cache_rows(tmp_path / "c.sqlite") == cached_before + summary["teacher_this_call"]["usage"]["calls"]
     assert (run / "rounds" / "r1" / "data" / "teacher_direct.jsonl").read_text().splitlines() == first
@@ -244,6 +255,24 @@ def test_iterkd_two_rounds_then_resume_without_a_teacher_call(tmp_path):
     again = run_distill(load_distill_config(None, args, "iterkd"), progress=False)
     assert again["teacher_this_call"] is None  # every teacher and judge call was on disk
     assert [r["feedback"] for r in again["rounds"]] == [r1["feedback"], r2["feedback"]]
+
+    # A rerun with a setting that decides records stops before any work, naming the stage, the key, the old and
+    # the new value; the run's config.yaml keeps the settings its results were made with.
+    config = (run / "config.yaml").read_text()
+    for change, says in (
+        ("teacher.served_model=qwen2.5-coder-0.5b-instruct", "r1/teacher-direct was made with teacher.served_model = 'smollm2-135m-instruct', not 'qwen2.5-coder-0.5b-instruct'"),
+        ("iterkd.n_faulty=3", "r1/teacher-faulty was made with iterkd.n_faulty = 2, not 3"),
+        ("iterkd.judge_variant=trace", "r1/judge was made with iterkd.judge_variant = 'plain', not 'trace'"),
+        ("train.learning_rate=1e-3", "r1/training was made with train.learning_rate = (unset), not 0.001"),
+    ):  # fmt: skip
+        with pytest.raises(UserError, match=re.escape(says)):
+            run_distill(load_distill_config(None, [*args, change], "iterkd"), progress=False)
+        assert (run / "config.yaml").read_text() == config
+    from iterkd.codegen import prompts
+
+    monkeypatch.setitem(prompts.PROMPT_VERSIONS, "judge", "v2")
+    with pytest.raises(UserError, match="r1/judge was made with prompt_version:judge = 'v1', not 'v2'"):
+        run_distill(load_distill_config(None, args, "iterkd"), progress=False)
 
 
 @pytest.mark.slow

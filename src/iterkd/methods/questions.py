@@ -45,26 +45,20 @@ class QuestionStats:
 BUCKETS = ("easy", "medium", "hard")
 
 
-def bucket(
-    passed: bool,
-    score: float | None,
-    static_clean: bool,
-    easy_min: float = 5.0,
-    hard_max: float = 3.0,
-    crashed: bool = False,
-) -> str:
-    """A question's difficulty for the student from the views of its answer (our rule; thresholds in the
-    config). Execution decides first: a failing answer is never easy, a passing one never hard.
-    With a judge's ``score``: easy = passes, lint-clean and judged >= ``easy_min``; hard = fails and judged
-    < ``hard_max``; medium otherwise. Without one (``score`` None: no judge, an unparsed judgement, or
-    ``judge_in_buckets: false``), execution and the static view alone: easy = passes lint-clean; hard = fails
-    by crashing (``crashed``: an exception, a syntax error, a timeout) or with lint findings; medium = passes
-    with findings, or runs clean and returns a wrong value."""
-    if passed:
-        return "easy" if static_clean and (score is None or score >= easy_min) else "medium"
+def bucket(scores: dict, easy_min: float = 5.0, hard_max: float = 3.0) -> str:
+    """A question's difficulty for the student from the scores of its answer's views (``feedback.views``: our
+    rule; thresholds in the config). Execution decides first (``passed``): a failing answer is never easy, a
+    passing one never hard. With a judge's score (``judge``): easy = passes, lint-clean (``static_clean``) and
+    judged >= ``easy_min``; hard = fails and judged < ``hard_max``; medium otherwise. Without one (no judge view,
+    an unparsed judgement, or ``judge_in_buckets: false``), execution and the static view alone: easy = passes
+    lint-clean; hard = fails by crashing (``crashed``: an exception, a syntax error, a timeout) or with lint
+    findings; medium = passes with findings, or runs clean and returns a wrong value."""
+    score, clean = scores.get("judge"), scores.get("static_clean", True)
+    if scores["passed"]:
+        return "easy" if clean and (score is None or score >= easy_min) else "medium"
     if score is not None:
         return "hard" if score < hard_max else "medium"
-    return "hard" if crashed or not static_clean else "medium"
+    return "hard" if scores.get("crashed", False) or not clean else "medium"
 
 
 def parse_question(text: str, task_id: str, min_tests: int = 3) -> Task | str:

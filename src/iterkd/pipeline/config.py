@@ -220,4 +220,8 @@ def load_distill_config(path: str | Path | None, overrides: list[str], method: s
     if method is not None:
         values["method"] = method
         origin["method"] = "--method"
-    return validate_with_origin(DistillConfig, values, origin, "config")
+    cfg = validate_with_origin(DistillConfig, values, origin, "config")
+    own = [o for o in overrides if o.startswith("iterkd.")]
+    if own and cfg.method != "iterkd":  # e.g. --rounds 3 with persd: never ignored without a word
+        raise UserError(f"override {own[0]!r}: iterkd settings (and --rounds) apply to method iterkd, not {cfg.method}")
+    return cfg

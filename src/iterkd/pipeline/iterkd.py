@@ -94,13 +94,12 @@ class Round:
         return {"train": str(final), "generate": str(export_gguf(final, outtype="q8_0"))}
 
     def feedback(self, student: dict, teacher, sandbox, limits) -> tuple[dict, dict]:
-        """Stage II on the pool: the student's answers, their verdicts, lint and judge; buckets by task id."""
+        """Stage II on the pool: the student's answers, scored by every view (execution, lint, judge); buckets
+        by task id."""
         from iterkd.codegen.prompts import direct_messages
-        from iterkd.feedback.execution import crashed
-        from iterkd.feedback.judge import judge_answers, roc_auc
-        from iterkd.feedback.static import CATEGORIES, lint
+        from iterkd.feedback.views import score_answers
         from iterkd.methods.questions import bucket
-        from iterkd.models import SamplingParams, load_generator
+        from iterkd.models import load_generator
         from iterkd.models.base import LazyGenerator
 
         model = LazyGenerator(lambda: load_generator(student["generate"], backend=self.cfg.student_backend))
@@ -110,32 +109,18 @@ class Round:
                                 verified_records("student-answers", sandbox, limits), progress=self.progress)  # fmt: skip
         finally:
             model.close()
-        reports = dict(zip(answers, lint([a["code"] for a in answers.values()])))
-        scores = {k: None for k in answers}
-        if self.ic.judge:
-            judged = judge_answers([(t.task_id, t, answers[t.task_id]["code"]) for t in self.pool], teacher,
-                                   SamplingParams(temperature=0.0, max_tokens=self.ic.judge_max_tokens),
-                                   self.data / "judge.jsonl", variant=self.ic.judge_variant, progress=self.progress)  # fmt: skip
-            scores = {k: r["score"] for k, r in judged.items()}
-        rank = scores if self.ic.judge_in_buckets else dict.fromkeys(answers)
-        buckets = {k: bucket(a["passed"], rank[k], reports[k].clean, self.ic.easy_min, self.ic.hard_max, crashed(a))
-                   for k, a in answers.items()}  # fmt: skip
-        usable = [k for k in answers if scores[k] is not None]
-        static = {c: sum(r.counts[c] > 0 for r in reports.values()) for c in CATEGORIES}
-        doc = {
-            "answers": len(answers),
-            "passed": sum(a["passed"] for a in answers.values()),
-            "static_answers_with_findings": static,
-            "judge_parsed": len(usable),
-            "judge_roc_auc": roc_auc([scores[k] for k in usable], [answers[k]["passed"] for k in usable]),
-            "judge_fail_scored_5_plus": sum(not answers[k]["passed"] and scores[k] >= 5 for k in usable),
-            "buckets": {b: sum(v == b for v in buckets.values()) for b in ("easy", "medium", "hard")},
-            "buckets_from": "execution + static + judge"
-            if self.ic.judge and self.ic.judge_in_buckets
-            else "execution + static (the judge is measured, not used: judge_in_buckets false)"
-            if self.ic.judge
-            else "execution + static (no judge)",
-        }
+        scores, doc = score_answers(views_for(self.ic, teacher, self.data, self.progress), self.pool, answers)
+        ranked = self.ic.judge and self.ic.judge_in_buckets  # the judge is measured every round, used when asked
+        buckets = {k: bucket(s if ranked else {**s, "judge": None}, self.ic.easy_min, self.ic.hard_max)
+                   for k, s in scores.items()}  # fmt: skip
+        if not self.ic.judge:  # the summary keeps its judge keys: nothing judged
+            doc.update(judge_parsed=0, judge_roc_auc=None, judge_fail_scored_5_plus=0)
+        doc["buckets"] = {b: sum(v == b for v in buckets.values()) for b in ("easy", "medium", "hard")}
+        doc["buckets_from"] = (
+            "execution + static + judge" if ranked
+            else "execution + static (the judge is measured, not used: judge_in_buckets false)" if self.ic.judge
+            else "execution + static (no judge)"
+        )  # fmt: skip
         return buckets, doc
 
     def questions(self, buckets: dict, teacher, sandbox, limits, pool_texts: list[str]) -> tuple[list, dict]:
@@ -175,6 +160,18 @@ class Round:
                    "teacher_tokens": round_tokens(self.rdir), "seconds": self.times}  # fmt: skip
         atomic_write_json(self.rdir / "summary.json", summary)
         return summary
+
+
+def views_for(ic: IterKDConfig, teacher, data: Path, progress: bool = True) -> list:
+    """Stage II's views of the student's answers (``feedback.views``), as the config asks."""
+    from iterkd.feedback.views import ExecutionView, JudgeView, StaticView
+    from iterkd.models import SamplingParams
+
+    views = [ExecutionView(), StaticView()]
+    if ic.judge:
+        params = SamplingParams(temperature=0.0, max_tokens=ic.judge_max_tokens)
+        views.append(JudgeView(teacher, params, data / "judge.jsonl", ic.judge_variant, progress))
+    return views
 
 
 def train_config(cfg, ic: IterKDConfig, rdir: Path, model: str, train_file: Path):
@@ -284,7 +281,7 @@ def _rounds(cfg, ic: IterKDConfig, teacher_cfg, run: Path, progress: bool) -> di
     from iterkd.models.base import LazyGenerator
     from iterkd.sandbox import Limits, Sandbox
     from iterkd.tasks import load_task_file
-    from iterkd.teacher import TokenBudget, TokenBudgetReached, load_teacher
+    from iterkd.teacher import Budget, BudgetExceeded, load_teacher
 
     base = {"train": cfg.student, "generate": cfg.student}
     student, pool, prev, rounds, stopped = dict(base), _seed_pool(cfg), None, [], None
@@ -302,8 +299,8 @@ def _rounds(cfg, ic: IterKDConfig, teacher_cfg, run: Path, progress: bool) -> di
                         break  # nothing left to ask: the previous round wrote no question and kept no seed
                     here = round_tokens(rdir)["total"]
                     earlier = sum(round_tokens(rdir.parent / f"r{j}")["total"] for j in range(1, k))
-                    budgeted = TokenBudget(TokenBudget(teacher, ic.budget.run_tokens, earlier + here, "run"),
-                                           ic.budget.round_tokens, here, f"round {k}")  # fmt: skip
+                    run_budget = Budget(teacher, tokens=ic.budget.run_tokens, spent_tokens=earlier + here, what="run")
+                    budgeted = Budget(run_budget, tokens=ic.budget.round_tokens, spent_tokens=here, what=f"round {k}")
                     r = Round(cfg, ic, k, rdir, student, pool, prev, progress)
                     done = r.run(budgeted, teacher_cfg.sampling(), sandbox, limits, pool_texts)
                 rounds.append(done)
@@ -311,7 +308,7 @@ def _rounds(cfg, ic: IterKDConfig, teacher_cfg, run: Path, progress: bool) -> di
                 student = student if ic.train_from == "previous" else dict(base)
                 pool, prev = load_task_file(rdir / "next_pool.jsonl"), rdir
                 pool_texts += [t.prompt for t in pool]
-    except TokenBudgetReached as exc:
+    except BudgetExceeded as exc:
         stopped = exc
     finally:
         usage = teacher.as_dict() if teacher.loaded else None
@@ -337,7 +334,7 @@ def format_rounds(summary: dict) -> str:
                      + "".join(pct(summary["base_eval"], b) for b in benches))  # fmt: skip
     for r in summary["rounds"]:
         b, f = r["feedback"]["buckets"], r["feedback"]
-        auc = f"{f['judge_roc_auc']:.2f}" if f["judge_roc_auc"] is not None else "-"
+        auc = f"{f['judge_roc_auc']:.2f}" if f.get("judge_roc_auc") is not None else "-"
         tokens = r.get("teacher_tokens", {}).get("total", "-")
         lines.append(f"{r['round']:<6} {r['pool']:>5} {r['pairs']['teacher_pairs'] + r['pairs']['student_pairs']:>6} "
                      f"{f['passed']:>3}/{f['answers']:<3} {b['easy']:>4}/{b['medium']}/{b['hard']:<5} "
