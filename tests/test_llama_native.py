@@ -90,6 +90,37 @@ def test_native_server_dies_with_its_owner(tmp_path):
         owner.kill()
 
 
+@needs_native
+def test_served_model_answers_any_thread_whichever_thread_started_it(tmp_path):
+    """A server is started explicitly by its owner (here ``load_generator``, through ``load_teacher``) and serves
+    requests made from worker threads; started from a worker thread that then ends (a ``LazyGenerator``'s first
+    use may come from any thread), it keeps serving: the kernel's parent-death signal of the native server
+    belongs to iterkd's spawner thread, not to the thread that asked for the server."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    params = SamplingParams(temperature=0.0, max_tokens=8)
+
+    def load():
+        return load_generator(MODEL, backend="llama-server", parallel=1, server_threads=1)
+
+    main = load()  # on the main thread
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(main.chat, CONVS[:1], params).result()[0][0].completion_tokens > 0
+    finally:
+        main.close()
+    with ThreadPoolExecutor(1) as pool:  # the pool's thread ends with the block
+        gen = pool.submit(load).result()
+    try:
+        time.sleep(1.0)  # a parent-death signal tied to that thread would have stopped the server by now
+        assert _alive(gen.server.pid)
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(gen.chat, CONVS[:1], params).result()[0][0].completion_tokens > 0
+    finally:
+        gen.close()
+    assert not _alive(gen.server.pid)
+
+
 def test_native_impl_without_binary_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv(SERVER_ENV, str(tmp_path / "nope"))
     with pytest.raises(UserError, match="ITERKD_LLAMA_SERVER=.*not an executable"):
@@ -99,9 +130,11 @@ def test_native_impl_without_binary_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(
         "iterkd.models.registry.resolve", lambda name: type("R", (), {"path": tmp_path / "m.gguf", "name": name})()
     )
-    with pytest.raises(UserError, match="iterkd models build-server"):
+    with pytest.raises(
+        UserError, match="^llama.cpp server: no native llama-server is built.*iterkd models build-server"
+    ):
         LlamaServer(MODEL, impl="native").start()
-    with pytest.raises(UserError, match="unknown impl"):
+    with pytest.raises(UserError, match="^llama.cpp server: unknown impl 'tgi'"):
         LlamaServer(MODEL, impl="tgi")
     with pytest.raises(UserError, match="registry model or a .gguf"):
         load_generator("some/hub-id", backend="llama-server")
@@ -207,11 +240,10 @@ def test_vllm_server_command_and_a_clear_error_without_vllm(tmp_path):
     import subprocess
     import sys
 
-    from iterkd.models.llama_server import LlamaServer
+    from iterkd.models.vllm_server import VllmServer
 
-    srv = LlamaServer("qwen2.5-coder-0.5b-instruct", impl="vllm", parallel=8, tensor_parallel=2, data_parallel=3,
-                      port=8123, n_ctx=2048)  # fmt: skip
-    srv._resolve_model()
+    srv = VllmServer("qwen2.5-coder-0.5b-instruct", parallel=8, tensor_parallel=2, data_parallel=3, port=8123,
+                     n_ctx=2048)  # fmt: skip
     cmd = srv._command()
     assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     flags = dict(zip(cmd[3::2], cmd[4::2]))
@@ -225,4 +257,4 @@ def test_vllm_server_command_and_a_clear_error_without_vllm(tmp_path):
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert res.returncode == 2, res.stderr[-2000:]
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("iterkd: error: server_impl vllm: vLLM is not installed")
+    assert len(lines) == 1 and lines[0].startswith("iterkd: error: vLLM server: vLLM is not installed")

@@ -1,5 +1,6 @@
 """`iterkd report` on committed runs: an experiment (persd-mini), an IterKD run (iterkd-smoke), eval directories
-with several samples per task; the HTML opened in headless chromium; bad input -> one line, exit 2."""
+with several samples per task; each row paired with its own student's base row, or the pairs given with --pair
+(small synthetic experiments); the HTML opened in headless chromium; bad input -> one line, exit 2."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from browser import CHROMIUM, png_is_blank, probe_images, screenshot
 from iterkd.errors import UserError
 from iterkd.report import build_report
+from iterkd.report.pairs import default_pairs
 from iterkd.report.runs import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,16 +37,27 @@ def _files(d: Path) -> dict[str, bytes]:
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
 
-def test_experiment_report_is_complete_and_the_same_on_a_second_run(tmp_path):
+def test_experiment_report_is_complete_and_the_same_on_a_second_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the report names its inputs relative to the working directory
     done = build_report([PERSD], tmp_path / "a")
     assert done["rows"] == 14
+    assert done["summary"] == (
+        "14 rows from experiments/persd-mini: 12 experiment rows, 2 base rows; students: smollm2-135m-instruct "
+        "(9 rows), qwen2.5-coder-0.5b-instruct (5 rows)"
+    )
     assert done["plots"] == ["pass_at_1", "cost_frontier", "funnel", "repair_steps", "paired"]
     md = (tmp_path / "a" / "report.md").read_text()
     # the rows table carries the committed results: base HumanEval 6/164, persd-combine MBPP 45/500
-    assert "| base | 3.66 (6/164) [" in md and "| persd-combine | 6.71 (11/164) [" in md
+    assert "| base | smollm2-135m-instruct | - (base row) | 3.66 (6/164) [" in md
+    assert "| persd-combine | smollm2-135m-instruct | base | 6.71 (11/164) [" in md
     assert "9.00 (45/500)" in md and "[steps: 6.10 -> 6.71 -> 6.71]" in md
     # paired table: persd-combine vs base on MBPP test, the same counts as experiments/persd-mini/paired.md
     assert "| persd-combine | base | mbpp | 28 | 13 | 17 | 0.03 |" in md
+    # each student against its own base: the same counts as paired.md, and no SmolLM2-vs-Qwen pair
+    assert "| qwen05-persd | qwen05-base | humaneval | 11 | 30 | 65 | 0.00 |" in md
+    assert "| qwen05-base | base |" not in md and "| qwen05-inpd | base |" not in md
+    assert md.splitlines()[2].startswith(done["summary"] + ". ")  # the line under the title
+    assert "| qwen05-base | qwen2.5-coder-0.5b-instruct | - (base row) |" in md
     for stem in done["plots"]:
         for ext in ("png", "svg"):
             assert (tmp_path / "a" / "plots" / f"{stem}.{ext}").stat().st_size > 1000
@@ -90,7 +103,8 @@ def test_eval_directories_with_several_samples_per_task(tmp_path):
     proc = subprocess.run([*CLI, "report", str(a), str(b), "--out", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     md = (out / "report.md").read_text()
-    assert "| humaneval-t0.2-default | 4.57 (15/328) [" in md
+    # both evaluate the registry's SmolLM2, untrained: the second is paired with the first, its student's base row
+    assert "| humaneval-t0.2-default | smollm2-135m-instruct | - (base row) | 4.57 (15/328) [" in md
     assert "| humaneval-t0.2-llamacpp | humaneval-t0.2-default | humaneval |" in md  # the paired row
 
 
@@ -105,6 +119,7 @@ def _cli_error(*args: str) -> str:
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
     assert "not a run directory" in _cli_error(str(ROOT / "src"), "--out", str(tmp_path / "o"))
     assert "no such directory" in _cli_error(str(tmp_path / "missing"))
+    assert not (tmp_path / "missing").exists()  # its default output directory is not made
     # a results file another version wrote
     other = tmp_path / "future"
     shutil.copytree(EVALS / "humaneval-t0.2-llamacpp", other)
@@ -119,6 +134,125 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     broken.mkdir()
     (broken / "results.json").write_text("{not json")
     assert "not readable as JSON" in _cli_error(str(broken))
+
+
+def test_each_committed_row_is_paired_with_its_own_students_base():
+    rows, _ = load([PERSD])
+    students = {r.name: r.student for r in rows}
+    assert students["base"] == students["persd-combine-repair2"] == "smollm2-135m-instruct"
+    assert students["qwen05-base"] == "qwen2.5-coder-0.5b-instruct"
+    assert {r.name for r in rows if r.untrained} == {"base", "qwen05-base"}
+    pairs = dict(default_pairs(rows))
+    assert pairs["qwen05-persd"] == pairs["qwen05-stand"] == "qwen05-base"
+    assert pairs["stand"] == pairs["persd-combine-repair2"] == "base"
+    assert "base" not in pairs and "qwen05-base" not in pairs and len(pairs) == 12
+
+
+def _results(path: Path, model: str, passed: list[bool]) -> None:
+    """A minimal results.json of `iterkd eval` / `iterkd check` (format 1) on tasks t0, t1, ..."""
+    samples = [{"task_id": f"t{i}", "passed": ok} for i, ok in enumerate(passed)]
+    doc = {"format": 1, "benchmark": "humaneval", "pass_at_k": {"pass@1": sum(passed) / len(passed)},
+           "samples": samples, "generation": {"settings": {"model": model}}}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+
+
+def _experiment(root: Path, rows: dict[str, tuple[str, str | None, list[bool]]]) -> Path:
+    """Experiment rows name -> (model in the results, student in the data card or None, verdicts)."""
+    for name, (model, student, passed) in rows.items():
+        _results(root / name / "humaneval.results.json", model, passed)
+        if student:
+            (root / name / "data_card.json").write_text(json.dumps({"student": student, "examples": 3}))
+    return root
+
+
+QWEN = "qwen2.5-coder-0.5b-instruct"
+SMOL = "smollm2-135m-instruct"
+
+
+def _two_students(tmp_path: Path) -> Path:
+    """Rows in name order: the Qwen base first (named by its hub id), then the SmolLM2 base (registry name), a
+    row of each student, and a row of a student without a base row."""
+    return _experiment(tmp_path / "exp", {
+        "a-qwen-base": ("Qwen/Qwen2.5-Coder-0.5B-Instruct", None, [True, True, True, False]),
+        "b-smol-base": (SMOL, None, [False, False, True, False]),
+        "c-smol-sft": ("runs/c/train/final.q8_0.gguf", SMOL, [True, True, False, False]),
+        "d-qwen-sft": ("runs/d/train/final.q8_0.gguf", QWEN, [True, False, True, True]),
+        "e-other": ("runs/e/train/final.q8_0.gguf", "someone/other-model", [False, True, False, False]),
+    })  # fmt: skip
+
+
+def test_rows_pair_with_their_own_students_base_not_the_first_row(tmp_path):
+    exp = _two_students(tmp_path)
+    rows, _ = load([exp])
+    assert [(r.name, r.student, r.untrained) for r in rows] == [
+        ("a-qwen-base", QWEN, True), ("b-smol-base", SMOL, True), ("c-smol-sft", SMOL, False),
+        ("d-qwen-sft", QWEN, False), ("e-other", "someone/other-model", False)]  # fmt: skip
+    assert default_pairs(rows) == [("c-smol-sft", "b-smol-base"), ("d-qwen-sft", "a-qwen-base")]
+    done = build_report([exp], tmp_path / "out")
+    assert done["summary"] == (
+        f"5 rows from {exp}: 3 experiment rows, 2 base rows; students: {QWEN} (2 rows), {SMOL} (2 rows), "
+        "someone/other-model (1 row)"
+    )
+    md = (tmp_path / "out" / "report.md").read_text()
+    # c vs b: t0 and t1 only c, t2 only b -> 2 wins, 1 loss
+    assert "| c-smol-sft | b-smol-base | humaneval | 2 | 1 | 0 |" in md
+    assert "| d-qwen-sft | a-qwen-base | humaneval | 1 | 1 | 2 |" in md
+    assert "| e-other | someone/other-model | - (no base row for student someone/other-model) |" in md
+    assert "| b-smol-base | a-qwen-base |" not in md and "| e-other | a-qwen-base |" not in md
+
+
+def test_an_exported_base_row_takes_the_student_of_the_rows_named_like_it(tmp_path):
+    """`PREFIXbase` with only a base-model file in its results is the base of `PREFIX*` (as in persd-mini)."""
+    exp = _experiment(tmp_path / "exp", {
+        "base": ("runs/x/base/base-model/final.q8_0.gguf", None, [False, True]),
+        "q-base": ("runs/x/q-base/base-model/final.q8_0.gguf", None, [True, True]),
+        "q-sft": ("runs/x/q-sft/train/final.q8_0.gguf", QWEN, [True, False]),
+        "sft": ("runs/x/sft/train/final.q8_0.gguf", SMOL, [True, False]),
+        "z-base": ("runs/x/z-base/base-model/final.q8_0.gguf", None, [True, False]),
+    })  # fmt: skip
+    rows, _ = load([exp])
+    assert {r.name: r.student for r in rows} == {"base": SMOL, "q-base": QWEN, "q-sft": QWEN, "sft": SMOL,
+                                                 "z-base": None}  # fmt: skip
+    assert default_pairs(rows) == [("q-sft", "q-base"), ("sft", "base")]
+    assert "student unknown" in next(r.student_note for r in rows if r.name == "z-base")
+
+
+def test_pair_option_names_the_pairs(tmp_path):
+    exp, out = _two_students(tmp_path), tmp_path / "out"
+    proc = subprocess.run([*CLI, "report", str(exp), "--out", str(out), "--pair", "d-qwen-sft:c-smol-sft",
+                           "--pair", "e-other:b-smol-base"], capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].startswith(f"5 rows from {exp}: 3 experiment rows, 2 base rows; ")
+    md = (out / "report.md").read_text()
+    assert "| d-qwen-sft | c-smol-sft | humaneval | 2 | 1 | 1 |" in md
+    assert "| e-other | b-smol-base | humaneval |" in md
+    assert "| c-smol-sft | b-smol-base |" not in md  # only the pairs asked for
+    assert "| d-qwen-sft | qwen2.5-coder-0.5b-instruct | c-smol-sft |" in md
+
+
+def test_an_unknown_pair_row_is_one_line_and_writes_nothing(tmp_path):
+    exp, out = _two_students(tmp_path), tmp_path / "out"
+    line = _cli_error(str(exp), "--out", str(out), "--pair", "c-smol-sft:nosuch")
+    assert "no row named 'nosuch'" in line
+    assert "a-qwen-base, b-smol-base, c-smol-sft, d-qwen-sft, e-other" in line
+    assert not out.exists()
+    assert "ROW:OTHER" in _cli_error(str(exp), "--out", str(out), "--pair", "c-smol-sft")
+    assert not out.exists()
+
+
+def test_an_output_location_that_is_a_file_stops_before_reading(tmp_path):
+    broken = tmp_path / "broken"  # an input that would fail when read: the output is checked first
+    broken.mkdir()
+    (broken / "results.json").write_text("{not json")
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    line = _cli_error(str(broken), "--out", str(taken))
+    assert str(taken) in line and "is a file" in line
+    assert taken.read_text() == "keep me"
+    line = _cli_error(str(broken), "--out", str(taken / "sub"))  # under a file: cannot be created
+    assert "cannot be created" in line and str(taken / "sub") in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "taken"]
 
 
 def test_load_refuses_a_summary_that_is_no_distill_run(tmp_path):

@@ -1,5 +1,5 @@
-"""The teacher client (iterkd.teacher: client, config, ledger, cache) and the embedded llama.cpp server
-(llama_server.py).
+"""The teacher (iterkd.teacher: the endpoint client, config, ledger, cache, budget, load_teacher) and the servers
+iterkd runs (models/server.py, llama_server.py, vllm_server.py).
 
 Real servers only: the llama.cpp tests run ``llama_cpp.server`` (the native llama-server has its own tests in
 test_llama_native.py) with the smallest registry model
@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,11 +26,15 @@ pytest.importorskip("openai")
 from iterkd.errors import UserError
 from iterkd.models import SamplingParams, load_generator
 from iterkd.models.llama_server import LlamaServer, free_port
+from iterkd.models.server import ManagedServer
+from iterkd.models.vllm_server import VllmServer
 from iterkd.teacher import (
     DEFAULT_TEACHER,
+    Budget,
     BudgetExceeded,
+    CachedGenerator,
+    EndpointClient,
     Ledger,
-    OpenAIChatGenerator,
     TeacherConfig,
     TeacherRequestError,
     load_teacher,
@@ -74,11 +79,11 @@ def server(tmp_path_factory):
         yield srv
 
 
-def _teacher(server, tmp_path, name="cache.sqlite", **kw) -> OpenAIChatGenerator:
+def _teacher(server, tmp_path, name="cache.sqlite", **kw):
     cfg = dict(base_url=server.base_url, model=server.model_name, cache_path=str(tmp_path / name), concurrency=2,
                extra_body=NEUTRAL)  # fmt: skip
     cfg.update(kw)
-    return OpenAIChatGenerator(TeacherConfig(**cfg))
+    return load_teacher(TeacherConfig(**cfg))
 
 
 class _Scripted(BaseHTTPRequestHandler):
@@ -132,10 +137,10 @@ def http():
     srv.server_close()
 
 
-def _fake_teacher(http, tmp_path, **kw) -> OpenAIChatGenerator:
+def _fake_teacher(http, tmp_path, **kw):
     cfg = dict(base_url=http.base_url, model="fake-model", cache_path=":memory:", concurrency=1, **FAST_RETRY)
     cfg.update(kw)
-    return OpenAIChatGenerator(TeacherConfig(**cfg))
+    return load_teacher(TeacherConfig(**cfg))
 
 
 # --------------------------------------------------------------------------------------------- config, cache, ledger
@@ -169,13 +174,13 @@ def test_config_defaults_and_validation():
 def test_missing_api_key_names_the_variable(monkeypatch):
     monkeypatch.delenv("ITERKD_TEST_KEY", raising=False)
     with pytest.raises(UserError, match="ITERKD_TEST_KEY"):
-        OpenAIChatGenerator(TeacherConfig(base_url="https://teacher.example/v1", model="m", api_key_env="ITERKD_TEST_KEY",
-                                          cache_path=":memory:"))  # fmt: skip
+        load_teacher(TeacherConfig(base_url="https://teacher.example/v1", model="m", api_key_env="ITERKD_TEST_KEY",
+                                   cache_path=":memory:"))  # fmt: skip
     # Local endpoints and api_key_env=None need no key.
-    OpenAIChatGenerator(TeacherConfig(base_url="http://127.0.0.1:9/v1", model="m", api_key_env="ITERKD_TEST_KEY",
-                                      cache_path=":memory:")).close()  # fmt: skip
-    OpenAIChatGenerator(TeacherConfig(base_url="https://teacher.example/v1", model="m", api_key_env=None,
-                                      cache_path=":memory:")).close()  # fmt: skip
+    load_teacher(TeacherConfig(base_url="http://127.0.0.1:9/v1", model="m", api_key_env="ITERKD_TEST_KEY",
+                               cache_path=":memory:")).close()  # fmt: skip
+    load_teacher(TeacherConfig(base_url="https://teacher.example/v1", model="m", api_key_env=None,
+                               cache_path=":memory:")).close()  # fmt: skip
 
 
 def test_cache_key_and_store(tmp_path):
@@ -287,7 +292,8 @@ def test_retries_exhausted_and_retry_after_and_timeout(http):
 def test_load_generator_openai_backend(http):
     gen = load_generator("fake-model", backend="openai", base_url=http.base_url, cache_path=":memory:")
     try:
-        assert isinstance(gen, OpenAIChatGenerator) and gen.backend == "openai" and gen.name == "fake-model"
+        assert isinstance(gen, CachedGenerator) and isinstance(gen.generator, EndpointClient)
+        assert gen.backend == "openai" and gen.name == "fake-model" and gen.concurrent_requests == 4
         assert gen.chat(CONVS[:2], GREEDY)[1][0].text == "ok"
         out = gen.chat([CONVS[2], CONVS[2]], SamplingParams(temperature=0.5, max_tokens=8), n=2)
         assert gen.requests_sent == 4 and len(out) == 2 and len(out[1]) == 2  # a repeated conversation: sent once
@@ -297,6 +303,75 @@ def test_load_generator_openai_backend(http):
         gen.close()
     with pytest.raises(UserError, match="unknown setting.*n_gpu_layers"):
         load_generator("fake-model", backend="openai", base_url=http.base_url, n_gpu_layers=3)
+
+
+# --------------------------------------------------------------------------------------------- budgets
+
+# every scripted answer: 10 prompt + 2 completion tokens, at these prices $1.20
+PRICES = dict(price_input_per_mtok=1e5, price_output_per_mtok=1e5)
+
+
+def test_budget_of_tokens_counts_every_answer_returned(http):
+    with _fake_teacher(http, None) as gen:
+        budget = Budget(gen, tokens=30, spent_tokens=10, what="run")
+        budget.chat(CONVS[:1], GREEDY)
+        budget.chat(CONVS[1:2], GREEDY)  # 34 tokens now: the next chat call is refused
+        with pytest.raises(BudgetExceeded, match="^run teacher-token budget reached: 34 of 30 tokens; ") as ei:
+            budget.chat(CONVS[2:], GREEDY)
+        assert (ei.value.limit, ei.value.spent, ei.value.budget, gen.requests_sent) == ("tokens", 34, 30, 2)
+        # answers from the cache count too (the caller writes them to its records)
+        again = Budget(gen, tokens=12)
+        again.chat(CONVS[:1], GREEDY)
+        with pytest.raises(BudgetExceeded, match="^teacher-token budget reached: 12 of 12 tokens"):
+            again.chat(CONVS[:1], GREEDY)
+        assert gen.requests_sent == 2
+
+
+def test_budget_of_usd_stops_the_next_request(http):
+    with _fake_teacher(http, None, **PRICES) as gen:
+        budget = Budget(gen, usd=2.0)
+        with pytest.raises(BudgetExceeded, match=r"^teacher budget reached: \$2\.4000 of \$2\.0000 .*budget_usd") as ei:
+            budget.chat(CONVS, GREEDY)  # one request at a time: the third is not sent
+        assert (ei.value.limit, ei.value.budget, gen.requests_sent) == ("usd", 2.0, 2)
+        assert ei.value.spent == pytest.approx(2.4) and "\n" not in str(ei.value)  # iterkd prints one line
+        assert [c[0].text for c in budget.chat(CONVS[:2], GREEDY)] == ["ok", "ok"]  # cached answers: no request
+    with load_teacher(TeacherConfig(base_url=http.base_url, model="fake-model", cache_path=":memory:",
+                                    concurrency=1, budget_usd=2.0, **PRICES)) as gen:  # fmt: skip
+        assert isinstance(gen, Budget) and isinstance(gen.generator, CachedGenerator)
+        gen.stage = "persd"
+        with pytest.raises(BudgetExceeded, match="teacher budget reached"):
+            gen.chat(CONVS, GREEDY)
+        assert gen.requests_sent == 2 and gen.ledger.by_stage["persd"].calls == 2
+
+
+def test_budget_of_tokens_and_usd_names_the_limit_reached(http):
+    with _fake_teacher(http, None, **PRICES) as gen:
+        both = Budget(gen, tokens=20, usd=100.0)
+        both.chat(CONVS[:2], GREEDY)  # 24 tokens, $2.40
+        with pytest.raises(BudgetExceeded, match="teacher-token budget reached: 24 of 20 tokens") as ei:
+            both.chat(CONVS[2:], GREEDY)
+        assert ei.value.limit == "tokens"
+        both = Budget(gen, tokens=10**6, usd=2.0)  # the same client's ledger: $2.40 spent already
+        with pytest.raises(BudgetExceeded, match=r"teacher budget reached: \$2\.4000 of \$2\.0000") as ei:
+            both.chat(CONVS[2:], GREEDY)
+        assert ei.value.limit == "usd" and gen.requests_sent == 2
+        # nested (IterKD's run and round budgets): the outer one is checked first
+        nested = Budget(Budget(gen, tokens=1, what="run"), tokens=1, what="round 2")
+        nested.chat(CONVS[:1], GREEDY)
+        with pytest.raises(BudgetExceeded, match="^round 2 teacher-token budget reached: 12 of 1 tokens"):
+            nested.chat(CONVS[:1], GREEDY)
+
+
+def test_budget_loads_a_lazy_generator_only_when_asked(http):
+    from iterkd.models.base import LazyGenerator
+
+    lazy = LazyGenerator(lambda: _fake_teacher(http, None))
+    budget = Budget(Budget(lazy, tokens=100, what="run"), tokens=100, what="round 1")
+    assert not lazy.loaded
+    assert budget.mixed_params and budget.concurrent_requests == 1 and lazy.loaded
+    assert budget.chat(CONVS[:1], GREEDY)[0][0].text == "ok" and budget.requests_sent == 1
+    assert budget.as_dict()["stats"]["calls"] == 1
+    budget.close()
 
 
 # --------------------------------------------------------------------------------------------- real llama.cpp server
@@ -346,8 +421,8 @@ def test_cache_hits_send_nothing_and_survive_the_server(server, tmp_path):
         assert gen.requests_sent == 5 and [c.text for c in s3[0][:2]] == [c.text for c in s2[0]]
     # Another client on the same cache, endpoint down: cached calls still answer, a miss fails.
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    with OpenAIChatGenerator(TeacherConfig(base_url=dead, model=MODEL, cache_path=str(tmp_path / "cache.sqlite"),
-                                           extra_body=NEUTRAL, **FAST_RETRY)) as gen:  # fmt: skip
+    with load_teacher(TeacherConfig(base_url=dead, model=MODEL, cache_path=str(tmp_path / "cache.sqlite"),
+                                    extra_body=NEUTRAL, **FAST_RETRY)) as gen:  # fmt: skip
         assert gen.chat(CONVS[:1], GREEDY)[0][0].text == first[0][0].text
         assert gen.chat(CONVS[:1], sampled, n=3)[0][2].text == s3[0][2].text
         assert gen.requests_sent == 0 and gen.ledger.total.cached == 4
@@ -367,7 +442,7 @@ def test_cost_stages_budget_and_resume(server, tmp_path):
         assert (
             u.cost_usd == pytest.approx((u.prompt_tokens * 1000 + u.completion_tokens * 2000) / 1e6) and u.cost_usd > 0
         )
-        assert ei.value.spent_usd == pytest.approx(u.cost_usd)
+        assert ei.value.limit == "usd" and ei.value.spent == pytest.approx(u.cost_usd) and ei.value.budget == 1e-6
         assert gen.ledger.by_stage["persd-repair"].calls == 1
         paid = u.cost_usd
     # Same budget again: the cached call counts toward it, nothing is sent.
@@ -417,15 +492,70 @@ def test_server_gone_after_exception_in_with(tmp_path):
 def test_bad_model_path_fails_with_log_tail(tmp_path):
     bad = tmp_path / "missing.gguf"
     srv = LlamaServer(bad, log_path=tmp_path / "bad.log", startup_timeout_s=60, impl="python")
-    with pytest.raises(UserError, match=r"exited during start-up(.|\n)*last lines of its log(.|\n)*missing\.gguf"):
+    started = r"^llama\.cpp server for .*missing\.gguf exited during start-up"  # the server names itself
+    with pytest.raises(UserError, match=started + r"(.|\n)*last lines of its log(.|\n)*missing\.gguf"):
         srv.start()
     assert srv.proc.poll() is not None and _gone(srv.pid)
+
+
+class _StaticServer(ManagedServer):
+    """``python -m http.server`` over a directory holding ``v1/models``: a server that is healthy at once (no
+    model needed); ``exit_code`` makes it a program that exits during start-up instead."""
+
+    name = "static server"
+
+    def __init__(self, root, exit_code=None, **kw):
+        super().__init__("static", **kw)
+        self.root, self.exit_code = root, exit_code
+
+    def _prepare(self):
+        self.model_name = "static"
+
+    def _command(self):
+        if self.exit_code is not None:
+            return [sys.executable, "-c", f"print('no such model'); raise SystemExit({self.exit_code})"]
+        return [sys.executable, "-m", "http.server", "--bind", self.host, "--directory", str(self.root), str(self.port)]
+
+
+def test_server_outlives_the_thread_that_started_it_and_names_itself(tmp_path):
+    """A server started from a worker thread that ends keeps running (its parent-death signal belongs to
+    iterkd's spawner thread, which lives as long as the process), and answers requests from other threads; a
+    server that cannot start says which server it is."""
+    import urllib.request
+
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "models").write_text('{"data": []}')
+    srv = _StaticServer(tmp_path, log_path=tmp_path / "s.log", startup_timeout_s=30)
+    assert srv.die_with_parent
+    worker = threading.Thread(target=srv.start)
+    worker.start()
+    worker.join()
+    time.sleep(1.0)  # the kernel's signal, had it been tied to the worker thread, is delivered by now
+    try:
+        assert srv.running
+        with urllib.request.urlopen(srv.base_url + "/models", timeout=5) as r:
+            assert json.load(r) == {"data": []}
+    finally:
+        srv.stop()
+    assert _gone(srv.pid)
+    bad = _StaticServer(tmp_path, exit_code=3, log_path=tmp_path / "bad.log")
+    with pytest.raises(
+        UserError, match=r"^static server for static exited during start-up \(exit code 3\)(.|\n)*no such model"
+    ):
+        bad.start()
+
+
+def test_vllm_server_names_itself_when_vllm_is_missing():
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    with pytest.raises(UserError) as ei:
+        VllmServer("qwen2.5-coder-0.5b-instruct").start()
+    assert str(ei.value).startswith("vLLM server: vLLM is not installed") and "\n" not in str(ei.value)
 
 
 def test_stop_kills_after_grace(tmp_path):
     """A child that ignores SIGTERM is SIGKILLed after the grace period (no model needed)."""
     import subprocess
-    import sys
 
     srv = LlamaServer("unused.gguf", log_path=tmp_path / "x.log")
     srv.proc = subprocess.Popen(
@@ -474,7 +604,7 @@ def test_several_base_urls_spread_requests_retry_on_the_next_and_share_one_cache
             LlamaServer(MODEL, log_path=logs[1], startup_timeout_s=120, n_threads=THREADS, impl="python") as b:  # fmt: skip
         cfg = dict(base_url=[a.base_url, b.base_url], model=a.model_name, cache_path=str(tmp_path / "c.sqlite"),
                    concurrency=2, extra_body=NEUTRAL, **FAST_RETRY)  # fmt: skip
-        with OpenAIChatGenerator(TeacherConfig(**cfg)) as gen:
+        with load_teacher(TeacherConfig(**cfg)) as gen:
             first = gen.chat(convs[:6], GREEDY)
             assert gen.requests_by_endpoint == {0: 3, 1: 3} and gen.retries == 0
             assert [served(log) for log in logs] == [3, 3]
@@ -483,7 +613,7 @@ def test_several_base_urls_spread_requests_retry_on_the_next_and_share_one_cache
             rest = gen.chat(convs[6:], GREEDY)
             assert all(c[0].text for c in rest) and gen.retries >= 1 and served(logs[0]) == 5
         # the same cache behind another endpoint list: nothing is sent again
-        with OpenAIChatGenerator(TeacherConfig(**{**cfg, "base_url": [a.base_url]})) as again:
+        with load_teacher(TeacherConfig(**{**cfg, "base_url": [a.base_url]})) as again:
             assert [c[0].text for c in again.chat(convs[:6], GREEDY)] == [c[0].text for c in first]
             assert again.requests_sent == 0
 

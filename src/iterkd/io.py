@@ -184,8 +184,7 @@ def run_lock(directory: str | Path, what: str = "run directory") -> Iterator[Pat
     The lock is an OS file lock: it is released when its process dies, even by kill -9."""
     from filelock import FileLock, Timeout
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = ensure_out_dir(directory, what)
     path = directory / ".lock"
     lock = FileLock(str(path), timeout=0)
     try:
@@ -200,3 +199,21 @@ def run_lock(directory: str | Path, what: str = "run directory") -> Iterator[Pat
         yield directory
     finally:
         lock.release()
+
+
+def ensure_out_dir(path: str | Path, what: str) -> Path:
+    """The output directory ``path``, created (with its parents) if missing; a ``UserError`` naming ``what``,
+    the path and why when it cannot hold outputs: it is a file (or another non-directory), it cannot be created
+    (the OS error), or it is not writable. Commands call it before any work, so a bad location costs nothing."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        raise UserError(f"{what} {path} is a file; give a directory")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{what} {path} cannot be created: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path} is not writable")
+    return path

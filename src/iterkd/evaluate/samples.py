@@ -18,9 +18,22 @@ class Sample:
     solution: str
 
 
+def check_samples_path(path: str | Path) -> Path:
+    """``path`` as a samples file to read: a directory (e.g. an eval directory given for its samples) is a
+    UserError pointing at the file inside it; a missing file is one too."""
+    path = Path(path)
+    if path.is_dir():
+        inside = path / "samples.jsonl"
+        hint = f"did you mean {inside}?" if inside.is_file() else f"e.g. {inside}"
+        raise UserError(f"{path}: is a directory, expected a samples JSONL file ({hint})")
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    return path
+
+
 def read_samples(path: str | Path, tasks: dict[str, Task]) -> list[Sample]:
     """Read and validate a samples file against the benchmark's tasks (errors name file and line)."""
-    path = Path(path)
+    path = check_samples_path(path)
     samples: list[Sample] = []
     for lineno, row in read_jsonl(path):
         if not isinstance(row.get("task_id"), str):

@@ -75,6 +75,48 @@ def student_loader(
     return b, lambda: load_generator(model, backend=b, **kw)
 
 
+def check_student(model: str, backend: str = "auto", base_url: list[str] | None = None) -> None:
+    """Refuse, before any file is written or model loaded, a student that ``student_loader`` could not load: an
+    unknown registry name, a missing path, a model the chosen backend cannot run, a Hugging Face id that is
+    neither cached nor on the Hub (UserError). Fetches nothing but a hub model's config.json. With ``base_url``,
+    ``model`` is the name the endpoints serve: nothing to check here."""
+    from iterkd.models.registry import resolve
+
+    if base_url:
+        return
+    b = canonical_backend(backend)
+    ref = resolve(model, fetch_missing=False)
+    if b == "llama-server" and not _servable(model):
+        raise UserError(f"{model}: the llama-server backend serves a registry model or a .gguf file")
+    if b == "llamacpp" and not ref.is_gguf:
+        raise UserError(f"{model}: the llama.cpp backend needs a GGUF file; use --backend transformers for this model")
+    if ref.kind == "hf_hub":
+        _check_hub_model(ref.hf_id)
+
+
+def _check_hub_model(hf_id: str) -> None:
+    """The hub model ``hf_id`` is in the local Hugging Face cache, or on the Hub (one metadata request, no
+    retries: an unreachable Hub is reported at once, not after a minute of backing off)."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.utils import RepositoryNotFoundError
+
+    try:
+        if isinstance(try_to_load_from_cache(hf_id, "config.json"), str):
+            return
+        if constants.HF_HUB_OFFLINE:
+            raise UserError(f"{hf_id}: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set")
+        HfApi().model_info(hf_id, timeout=10)
+    except UserError:
+        raise
+    except RepositoryNotFoundError:
+        raise UserError(f"{hf_id}: no such model on the Hugging Face Hub (or a private one: set HF_TOKEN)") from None
+    except Exception as exc:  # no network, an id the hub refuses
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(
+            f"{hf_id}: not in the local Hugging Face cache, and the Hub could not be asked ({first})"
+        ) from None
+
+
 def load_generator(model: str, backend: str = "auto", **kw) -> Generator:
     """Load ``model`` (registry name, .gguf path, HF directory or hub id) with a backend.
 

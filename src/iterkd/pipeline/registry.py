@@ -4,8 +4,9 @@
     plan(cfg) -> stages.Plan         every stage of the run and the settings it is pinned by
     format_table(summary) -> str     the table ``iterkd distill`` prints
 
-Its entry here names the module and the training objective its ``train:`` section is checked as (``sft`` or
-``preference``). A new method is one module plus its entry (modules are named, not imported: the registry imports
+Its entry here names the module, the training objective its ``train:`` section is checked as (``sft`` or
+``preference``) and the layout of its run directory (``rounds``: one student per round, as ``iterkd report`` reads
+it). A new method is one module plus its entry (modules are named, not imported: the registry imports
 no pipeline, so config, pipelines and registry make no import cycle)."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from types import ModuleType
 class Pipeline:
     module: str  # e.g. "iterkd.pipeline.iterkd"
     objective: str  # the training objective its train: section is checked as
+    rounds: bool = False  # its run directory holds rounds (RUN/rounds/rK/, a student per round): how reports read it
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -29,7 +31,7 @@ def pipelines() -> dict[str, Pipeline]:
     from iterkd.methods.persd import METHODS
 
     persd = Pipeline("iterkd.pipeline.distill", "sft")
-    return {**dict.fromkeys(METHODS, persd), "iterkd": Pipeline("iterkd.pipeline.iterkd", "preference")}
+    return {**dict.fromkeys(METHODS, persd), "iterkd": Pipeline("iterkd.pipeline.iterkd", "preference", rounds=True)}
 
 
 def pipeline(method: str) -> Pipeline:

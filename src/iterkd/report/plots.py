@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iterkd.evaluate.stats import paired_counts, sign_test
+from iterkd.report.pairs import default_pairs, groups
 from iterkd.report.runs import Row, Run, benchmarks
 
 STYLE = {
@@ -87,23 +88,23 @@ def pass_at_1(rows: list[Row], out: Path) -> Plot | None:
 
 def cost_frontier(rows: list[Row], out: Path) -> Plot | None:
     """pass@1 against the teacher tokens a row's training data cost: one colour and one frontier per student
-    (the data card's student; an IterKD run's rounds form one group); untrained rows as dashed reference lines."""
+    (the row's student; a row of unknown student: its directory's name); untrained rows as dashed reference lines."""
     trained = [r for r in rows if r.teacher_tokens]
     if not trained:
         return None
     benches = [b for b in benchmarks(rows) if any(b in r.results for r in trained)]
     fig, axes, plt = _figure(1, len(benches), 4.2 * len(benches), 3.4)
-    groups = sorted({(r.card or {}).get("student") or r.path.name for r in trained})
+    students = sorted({r.student or r.path.name for r in trained})
     for ax, bench in zip(axes[0], benches):
         for r in rows:
             if not r.teacher_tokens and bench in r.results:
                 y = 100 * r.results[bench].pass_at_k["pass@1"]
                 ax.axhline(y, color="grey", lw=0.8, ls="--")
                 ax.annotate(r.name, (0, y), fontsize=6, color="grey", xytext=(2, 2), textcoords="offset points")
-        for g, group in enumerate(groups):
+        for g, group in enumerate(students):
             pts = sorted(((r.teacher_tokens / 1000, 100 * r.results[bench].pass_at_k["pass@1"], r.name)
                           for r in trained if bench in r.results
-                          and ((r.card or {}).get("student") or r.path.name) == group),
+                          and (r.student or r.path.name) == group),
                          key=lambda p: (p[0], -p[1], p[2]))  # fmt: skip
             if not pts:
                 continue
@@ -272,42 +273,54 @@ def repair_steps(rows: list[Row], out: Path) -> Plot | None:
     )
 
 
-def paired_matrix(rows: list[Row], out: Path) -> Plot | None:
-    """For each benchmark, every pair of rows: tasks the row solves that the column does not, minus the
-    reverse (colour), with the wins/losses and the sign test's p in each cell."""
-    benches = [b for b in benchmarks(rows) if sum(b in r.results for r in rows) >= 2]
-    if not benches:
+def _matrix_panel(ax, have: list[Row], bench: str, label: str) -> None:
+    first = {r.name: {t: v[0] for t, v in r.results[bench].passed.items()} for r in have}
+    n = len(have)
+    grid = [[0.0] * n for _ in range(n)]
+    cells = {}
+    for i, a in enumerate(have):
+        for j, b in enumerate(have):
+            if i != j:
+                w, lo, _, _ = paired_counts(first[a.name], first[b.name])
+                grid[i][j], cells[i, j] = w - lo, (w, lo, sign_test(w, lo))
+    lim = max(1, max(abs(v) for r in grid for v in r))
+    ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim)
+    for (i, j), (w, lo, p) in sorted(cells.items()):
+        ax.text(j, i, f"+{w}/-{lo}\np{'<0.01' if p < 0.01 else f'={p:.2f}'}", ha="center", va="center",
+                fontsize=5.5, fontweight="bold" if p < 0.05 else "normal",
+                color="white" if abs(grid[i][j]) > 0.6 * lim else "black")  # fmt: skip
+    names = [r.name for r in have]
+    ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=6)
+    ax.set_yticks(range(n), names, fontsize=6)
+    ax.set_title(f"{bench}, {label}:\nrow vs column (first sample)", fontsize=8)
+
+
+def paired_matrix(rows: list[Row], out: Path, pairs: list[tuple[str, str]] | None = None) -> Plot | None:
+    """For each benchmark and each group of compared rows (``pairs.groups``: one student's rows, joined by the
+    pairs), every pair of rows: tasks the row solves that the column does not, minus the reverse (colour), with
+    the wins/losses and the sign test's p in each cell."""
+    compared = groups(rows, default_pairs(rows) if pairs is None else pairs)
+    panels = {b: [g2 for g in compared if len(g2 := [r for r in g if b in r.results]) >= 2] for b in benchmarks(rows)}
+    panels = {b: gs for b, gs in panels.items() if gs}
+    if not panels:
         return None
-    size = 0.55 * len(rows) + 2.2
-    fig, axes, plt = _figure(len(benches), 1, size, size * len(benches))
-    for ax, bench in zip((row[0] for row in axes), benches):
-        have = [r for r in rows if bench in r.results]
-        first = {r.name: {t: v[0] for t, v in r.results[bench].passed.items()} for r in have}
-        n = len(have)
-        grid = [[0.0] * n for _ in range(n)]
-        cells = {}
-        for i, a in enumerate(have):
-            for j, b in enumerate(have):
-                if i != j:
-                    w, lo, _, _ = paired_counts(first[a.name], first[b.name])
-                    grid[i][j], cells[i, j] = w - lo, (w, lo, sign_test(w, lo))
-        lim = max(1, max(abs(v) for r in grid for v in r))
-        ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim)
-        for (i, j), (w, lo, p) in sorted(cells.items()):
-            ax.text(j, i, f"+{w}/-{lo}\np{'<0.01' if p < 0.01 else f'={p:.2f}'}", ha="center", va="center",
-                    fontsize=5.5, fontweight="bold" if p < 0.05 else "normal",
-                    color="white" if abs(grid[i][j]) > 0.6 * lim else "black")  # fmt: skip
-        names = [r.name for r in have]
-        ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=6)
-        ax.set_yticks(range(n), names, fontsize=6)
-        ax.set_title(f"{bench}: row vs column (first sample)")
+    cols = max(len(gs) for gs in panels.values())
+    widths = [0.55 * max((len(gs[c]) for gs in panels.values() if c < len(gs)), default=0) + 2.2 for c in range(cols)]
+    fig, axes, plt = _figure(len(panels), cols, sum(widths), max(widths) * len(panels))
+    for ax_row, (bench, gs) in zip(axes, panels.items()):
+        for c, ax in enumerate(ax_row):
+            if c >= len(gs):
+                ax.axis("off")
+                continue
+            label = " + ".join(dict.fromkeys(r.student or f"{r.name} (student unknown)" for r in gs[c]))
+            _matrix_panel(ax, gs[c], bench, label)
     return _finish(
         fig,
         plt,
         out,
         "paired",
-        "Paired wins and losses, task by task: cell (row, column) = tasks only the row solves "
-        "(+) and only the column solves (-), with the two-sided exact sign test's p (bold below 0.05); "
-        "blue = the row is ahead. From the samples in each results.json (the first sample of each "
-        "task).",
+        "Paired wins and losses, task by task, among the rows of one student (and rows a --pair joins to "
+        "them): cell (row, column) = tasks only the row solves (+) and only the column solves (-), with the "
+        "two-sided exact sign test's p (bold below 0.05); blue = the row is ahead. From the samples in each "
+        "results.json (the first sample of each task).",
     )

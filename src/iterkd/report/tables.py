@@ -1,10 +1,11 @@
 """The report's tables as (header, rows of cells): the rows table (pass@1 per benchmark with its interval,
-training examples, teacher tokens, wall time) and the paired table (tasks gained and lost, sign test, the
-difference's interval). ``markdown`` renders one."""
+training examples, teacher tokens, wall time; in the report also each row's student and what it is paired with)
+and the paired table (tasks gained and lost, sign test, the difference's interval). ``markdown`` renders one."""
 
 from __future__ import annotations
 
 from iterkd.evaluate.stats import paired_counts, paired_diff_ci, sign_test
+from iterkd.report.pairs import default_pairs
 from iterkd.report.runs import Row, benchmarks
 
 TITLES = {"humaneval": "HumanEval", "mbpp": "MBPP test", "mbpp-validation": "MBPP validation (tuning)"}
@@ -32,27 +33,26 @@ def _tokens_cell(row: Row) -> str:
     return f"{row.teacher_tokens:,} (all stages)" if row.teacher_tokens else "-"
 
 
-def rows_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+def rows_table(rows: list[Row], paired: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """One line per row. ``paired`` (row name -> "paired with" cell, ``pairs.paired_with``): also the columns
+    student and paired with."""
     benches = benchmarks(rows)
-    head = ["row", *(f"{title(b)} pass@1 % (passed) [95% CI]" for b in benches), "training examples",
+    who = ["student", "paired with"] if paired is not None else []
+    head = ["row", *who, *(f"{title(b)} pass@1 % (passed) [95% CI]" for b in benches), "training examples",
             "teacher tokens (prompt + completion)", "wall time"]  # fmt: skip
     body = []
     for r in rows:
         wall = f"{r.wall_seconds / 60:.0f} min" if r.wall_seconds else "-"
         examples = str(r.examples) if r.examples is not None else "-"
-        body.append([r.name, *(_pass_cell(r, b) for b in benches), examples, _tokens_cell(r), wall])
+        cells = [r.student or "unknown", paired.get(r.name, "-")] if paired is not None else []
+        body.append([r.name, *cells, *(_pass_cell(r, b) for b in benches), examples, _tokens_cell(r), wall])
     return head, body
-
-
-def default_pairs(rows: list[Row]) -> list[tuple[str, str]]:
-    """Every row against the first one (an experiment's base)."""
-    return [(r.name, rows[0].name) for r in rows[1:]]
 
 
 def paired_table(rows: list[Row], pairs: list[tuple[str, str]] | None = None) -> tuple[list[str], list[list[str]]]:
     """Each pair on each benchmark both rows have: tasks only the row solves, only the other, both, the exact sign
     test's p and the pass@1 difference with its paired bootstrap interval (first sample of each task for the
-    counts; every sample for the difference)."""
+    counts; every sample for the difference). Default pairs: each row against its own student's base row."""
     by_name = {r.name: r for r in rows}
     head = ["row", "vs", "benchmark", "only row", "only vs", "both", "p (sign test)", "difference, points [95% CI]"]
     body = []

@@ -141,5 +141,10 @@ def load_tasks(benchmark: str, split: str | None = None) -> list[Task]:
     if benchmark == "mbpp":
         return load_mbpp(split or "test")
     if benchmark.endswith(".jsonl") or Path(benchmark).exists():
-        return load_task_file(benchmark)
+        if Path(benchmark).is_dir():
+            raise UserError(f"{benchmark}: is a directory, expected a task JSONL file")
+        tasks = load_task_file(benchmark)
+        if not tasks:  # a benchmark needs tasks (an IterKD round's empty next pool is read by load_task_file)
+            raise UserError(f"{benchmark}: contains no tasks")
+        return tasks
     raise UserError(f"unknown benchmark {benchmark!r}; choose humaneval, mbpp or a task .jsonl file")

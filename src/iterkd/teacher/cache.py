@@ -12,6 +12,10 @@ call cost when it was made) and the creation time (Unix seconds).
 The database is in WAL mode; every insert is committed at once, so a crash loses at most the calls in
 flight. One connection is shared by all threads behind a lock (SQLite work is tiny next to a network call).
 ``path=None`` keeps the cache in memory (nothing persists).
+
+``CachedGenerator(generator, cache)`` puts the cache around a generator of calls (the endpoint client): every
+call is first looked up; only misses are sent, and each answer is stored as soon as it arrives. A rerun never
+pays twice for a call.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iterkd.errors import UserError
+from iterkd.models.base import Completion
+from iterkd.teacher.calls import Call, CallGenerator, Gate, OnAnswer, Wrapper
 
 CACHE_VERSION = 1
 
@@ -135,3 +141,67 @@ class CompletionCache:
                 self._conn.close()
             except sqlite3.Error:
                 pass
+
+
+class CachedGenerator(Wrapper, CallGenerator):
+    """``generator`` (a ``CallGenerator`` with ``identity``, ``sampling_key`` and ``ledger``: the endpoint client)
+    with ``cache`` in front (see the module docstring). A call is keyed by ``call_key(generator.identity,
+    messages, generator.sampling_key(params), index)``. Answers from the cache are booked in the generator's
+    ledger as cached, at what they cost when first made, once per use and before any request is sent (so a
+    budget counts them). ``close`` closes the generator and the cache. Other attributes are the generator's;
+    ``stats`` counts the chat calls made here."""
+
+    def __init__(self, generator: CallGenerator, cache: CompletionCache) -> None:
+        Wrapper.__init__(self, generator)
+        CallGenerator.__init__(self)
+        self.cache = cache
+
+    def key(self, call: Call) -> str:
+        gen = self.generator
+        return call_key(gen.identity, call.messages, gen.sampling_key(call.params), call.index)
+
+    def answer(
+        self,
+        calls: list[Call],
+        *,
+        stage: str | None = None,
+        gate: Gate | None = None,
+        on_answer: OnAnswer | None = None,
+    ) -> list[Completion]:
+        if self._closed:
+            raise UserError("teacher client is closed")
+        keys = [self.key(c) for c in calls]
+        hits = self.cache.get_many(keys)
+        for k in keys:  # once per use: a conversation given twice in one call is one lookup, two uses
+            if k in hits:
+                h = hits[k]
+                self.generator.ledger.add(
+                    h.prompt_tokens, h.completion_tokens, cached=True, stage=stage, cost_usd=h.cost_usd
+                )
+        misses = {k: c for k, c in zip(keys, calls) if k not in hits}
+
+        def store(call: Call, c: Completion, cost: float) -> None:
+            self.cache.put(self.key(call), model=self.generator.model, text=c.text, finish_reason=c.finish_reason,
+                           prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, cost_usd=cost)  # fmt: skip
+            if on_answer is not None:
+                on_answer(call, c, cost)
+
+        fresh = dict(zip(misses, self.generator.answer(list(misses.values()), stage=stage, gate=gate, on_answer=store)))
+        return [
+            Completion(h.text, h.prompt_tokens, h.completion_tokens, h.finish_reason)
+            if (h := hits.get(k))
+            else fresh[k]
+            for k in keys
+        ]
+
+    def as_dict(self) -> dict:
+        return {**self.generator.as_dict(), "stats": self.stats.as_dict()}
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.generator.close()
+        finally:
+            self.cache.close()

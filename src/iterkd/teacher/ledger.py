@@ -1,7 +1,7 @@
-"""Teacher accounting: tokens and cost per call, in total and per stage (``Ledger``), and the budget error.
+"""Teacher accounting: tokens and cost per call, in total and per stage (``Ledger``).
 
 A cached call costs nothing now; what it cost when first made is kept apart (``cached_cost_usd``), so a budget
-means the same across resumes (see ``iterkd.teacher.client``).
+means the same across resumes (see ``iterkd.teacher.budget``).
 """
 
 from __future__ import annotations
@@ -9,56 +9,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 from dataclasses import dataclass
-
-
-class BudgetExceeded(Exception):
-    """The teacher budget is spent. Everything received is in the cache: rerun with a higher budget to resume."""
-
-    def __init__(self, message: str, *, spent_usd: float, budget_usd: float) -> None:
-        super().__init__(message)
-        self.spent_usd = spent_usd
-        self.budget_usd = budget_usd
-
-
-class TokenBudgetReached(BudgetExceeded):
-    """A token budget (``TokenBudget``) is spent; what was answered is on disk and in the cache."""
-
-    def __init__(self, message: str, *, spent_tokens: int, budget_tokens: int) -> None:
-        Exception.__init__(self, message)
-        self.spent_usd = self.budget_usd = 0.0
-        self.spent_tokens, self.budget_tokens = spent_tokens, budget_tokens
-
-
-class TokenBudget:
-    """A generator (the teacher, the judge) that refuses to send a call once ``spent`` tokens (prompt +
-    completion) have reached ``budget``: the caller's stage engine has appended every earlier batch, so a rerun
-    with a higher budget resumes where this one stopped. ``spent`` starts at what the caller counted on disk
-    (a resumed run means the same budget), and grows by every answer returned, cached or not (those are
-    written to the same records). A batch in flight is finished, so the spend can pass the budget by one
-    batch. Other attributes (``concurrent_requests``, ``stats``...) are the wrapped generator's."""
-
-    def __init__(self, generator, budget: int | None, spent: int, what: str) -> None:
-        self._gen, self.budget, self.spent, self.what = generator, budget, spent, what
-
-    def __getattr__(self, name: str):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._gen, name)
-
-    def chat(self, conversations, params, n: int = 1):
-        if self.budget is not None and self.spent >= self.budget:
-            raise TokenBudgetReached(
-                f"{self.what} teacher-token budget reached: {self.spent} of {self.budget} tokens; everything "
-                "answered so far is kept: rerun with a higher budget to go on from here",
-                spent_tokens=self.spent,
-                budget_tokens=self.budget,
-            )
-        outs = self._gen.chat(conversations, params, n=n)
-        self.spent += sum(c.prompt_tokens + c.completion_tokens for o in outs for c in o)
-        return outs
-
-    def close(self) -> None:
-        self._gen.close()
 
 
 @dataclass

@@ -153,6 +153,16 @@ class TrainConfig(ConfigModel):
             return "all-linear" if value == ["all-linear"] else value
         return value.strip() if isinstance(value, str) else value
 
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, value: str) -> str:
+        path = Path(value).expanduser() if value.strip() else None
+        if path is not None and path.is_file():
+            raise ValueError(f"output_dir {value} is a file; give a directory")
+        if path is not None and path.exists() and not path.is_dir():
+            raise ValueError(f"output_dir {value} exists and is not a directory")
+        return value
+
     @field_validator("max_steps")
     @classmethod
     def _steps(cls, value: int) -> int:
