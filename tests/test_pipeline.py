@@ -203,14 +203,14 @@ def test_iterkd_two_rounds_then_resume_without_a_teacher_call(tmp_path, monkeypa
     the second round's pool is the first round's hard seeds); then a round whose summary was lost is rebuilt
     from its stage records without starting the teacher."""
     from iterkd.pipeline import run_distill
-    from iterkd.teacher import TokenBudgetReached
+    from iterkd.teacher import BudgetExceeded
 
     run = tmp_path / "run"
     teacher = f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 128, server_threads: 1, cache_path: {tmp_path / 'c.sqlite'}}}"
     evals = f"eval={{benchmarks: [{EASY}], max_tokens: 128}}"
     args = [*ITERKD, teacher, evals, f"run_dir={run}", "iterkd.rounds=2"]
     # a run budget of 1 token: the first teacher batch is sent, the next one is refused; the run stops cleanly
-    with pytest.raises(TokenBudgetReached, match="run teacher-token budget reached: [0-9]+ of 1 tokens"):
+    with pytest.raises(BudgetExceeded, match="run teacher-token budget reached: [0-9]+ of 1 tokens"):
         run_distill(load_distill_config(None, [*args, "iterkd.budget.run_tokens=1"], "iterkd"), progress=False)
     stopped = json.loads((run / "summary.json").read_text())
     assert stopped["rounds"] == [] and stopped["stopped"].startswith("run teacher-token budget reached")

@@ -151,7 +151,7 @@ def test_config_defaults_and_validation():
     c = TeacherConfig(model="gpt-4o-mini")
     assert c.base_url == OPENAI_BASE_URL and c.served_model is None
     assert TeacherConfig(temperature=0.7, top_p=0.9, max_tokens=64, seed=3).sampling() == SamplingParams(
-        0.7, 0.9, 64, 3
+        temperature=0.7, top_p=0.9, max_tokens=64, seed=3
     )
     bad = [
         (dict(base_url="http://x/v1", served_model=MODEL), "not both"),

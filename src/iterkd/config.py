@@ -30,9 +30,8 @@ class ConfigModel(BaseModel):
     )
     where: ClassVar[str] = ""  # how error messages name this config (e.g. "teacher")
 
-    def __init__(self, *args, **data) -> None:
-        """Keyword arguments, or the first fields by position (in declaration order)."""
-        data.update(zip(type(self).model_fields, args))
+    def __init__(self, **data) -> None:
+        """Keyword arguments only (a field's name says what a value means)."""
         try:
             super().__init__(**data)
         except ValidationError as exc:

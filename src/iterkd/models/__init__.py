@@ -4,10 +4,12 @@
     load.py              load_generator: model + backend name -> Generator
     backends/            llama.cpp in process (llamacpp.py), transformers (hf.py)
     registry.py          built-in models fetched from PyPI packages (GGUF)
-    llama_server.py      a llama.cpp server process (native llama-server or llama_cpp.server)
+    server.py            one managed server process (started explicitly, health wait, stop, log tail in errors)
+    llama_server.py      llama.cpp's server on it (native llama-server or llama_cpp.server)
+    vllm_server.py       vLLM's OpenAI server on it
     llamacpp_source.py   building the native llama-server
 
-OpenAI-compatible endpoints (and the llama-server backend) are served by ``iterkd.teacher``'s client.
+OpenAI-compatible endpoints (and the llama-server backend) are served by ``iterkd.teacher``'s endpoint client.
 Importing this package is cheap: torch / transformers / llama_cpp / openai are imported when a backend loads.
 """
 

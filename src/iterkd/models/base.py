@@ -24,8 +24,7 @@ from iterkd.errors import UserError
 
 
 class SamplingParams(ConfigModel):
-    """How to sample (a config's ``student_sampling`` section; also built from a teacher's settings). Fields
-    may be given by position in this order: temperature, top_p, max_tokens, seed."""
+    """How to sample (a config's ``student_sampling`` section; also built from a teacher's settings)."""
 
     where: ClassVar[str] = "sampling"
 

@@ -18,8 +18,6 @@ from iterkd.teacher.endpoint import EndpointClient, TeacherRequestError
 from iterkd.teacher.ledger import Ledger, Usage
 from iterkd.teacher.load import load_teacher
 
-TokenBudgetReached = BudgetExceeded  # the former name of a token budget's error (tests/test_pipeline.py)
-
 __all__ = [
     "DEFAULT_TEACHER",
     "Budget",
@@ -29,7 +27,6 @@ __all__ = [
     "Ledger",
     "TeacherConfig",
     "TeacherRequestError",
-    "TokenBudgetReached",
     "Usage",
     "load_teacher",
 ]

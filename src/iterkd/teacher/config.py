@@ -39,13 +39,14 @@ class TeacherConfig(ConfigModel):
     (127.0.0.1, localhost) work without the variable being set.
     cache_path: SQLite file of the call cache; None = ``<iterkd cache>/teacher-cache.sqlite``; ":memory:" =
     nothing persists.
-    served_model: a registry name or ``.gguf`` path that iterkd serves itself (``LlamaServer``, ``server_*``
-    settings); excludes ``base_url``. server_impl: "auto" (llama.cpp's native llama-server if built, else
-    ``llama_cpp.server``), "native", "python", or "vllm" (vLLM's OpenAI server, when vLLM is installed: a registry
-    name serves its Hugging Face model, otherwise a model directory or hub id; ``server_tensor_parallel`` and
-    ``server_data_parallel`` spread it over GPUs). server_parallel: requests the native server decodes together
-    (None = ``concurrency``). server_flash_attn: the native server's ``--flash-attn`` ("auto" leaves llama.cpp's
-    choice, which is off on a CPU; "on" is ~5% faster for 16 slots of a small student).
+    served_model: a registry name or ``.gguf`` path that iterkd serves itself (``LlamaServer`` or ``VllmServer``,
+    started by ``load_teacher``; ``server_*`` settings); excludes ``base_url``. server_impl: "auto" (llama.cpp's
+    native llama-server if built, else ``llama_cpp.server``), "native", "python", or "vllm" (vLLM's OpenAI server,
+    when vLLM is installed: a registry name serves its Hugging Face model, otherwise a model directory or hub id;
+    ``server_tensor_parallel`` and ``server_data_parallel`` spread it over GPUs). server_parallel: requests the
+    native server decodes together (None = ``concurrency``). server_flash_attn: the native server's
+    ``--flash-attn`` ("auto" leaves llama.cpp's choice, which is off on a CPU; "on" is ~5% faster for 16 slots of a
+    small student).
     extra_body: extra JSON fields sent with every request (e.g. ``{"min_p": 0}`` for vLLM); part of the
     cache key.
     max_tokens_param: the request field for the token limit ("max_tokens", or "max_completion_tokens" for
@@ -102,6 +103,7 @@ class TeacherConfig(ConfigModel):
         if self.served_model is not None:
             if not str(self.served_model).strip():
                 raise ValueError("served_model is empty")
+            _check_served(str(self.served_model), self.server_impl)
         else:
             base_urls(self.base_url)
             if not self.model or not str(self.model).strip():
@@ -144,3 +146,16 @@ class TeacherConfig(ConfigModel):
     def as_dict(self) -> dict:
         """For data cards (no secrets: only the *name* of the key's variable)."""
         return self.to_dict()
+
+
+def _check_served(model: str, impl: str) -> None:
+    """A model iterkd serves itself: a registry name or a local file or directory (vLLM also takes a hub id)."""
+    from iterkd.config import suggest
+    from iterkd.models.registry import MODELS
+
+    if model in MODELS or Path(model).expanduser().exists() or (impl == "vllm" and "/" in model):
+        return
+    raise ValueError(
+        f"served_model: unknown model {model!r}: not a registry name{suggest(model, list(MODELS))}, nor an "
+        "existing .gguf file or model directory"
+    )
