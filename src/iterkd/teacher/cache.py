@@ -160,16 +160,7 @@ class CachedGenerator(Wrapper, CallGenerator):
         gen = self.generator
         return call_key(gen.identity, call.messages, gen.sampling_key(call.params), call.index)
 
-    def answer(
-        self,
-        calls: list[Call],
-        *,
-        stage: str | None = None,
-        gate: Gate | None = None,
-        on_answer: OnAnswer | None = None,
-    ) -> list[Completion]:
-        if self._closed:
-            raise UserError("teacher client is closed")
+    def _answer(self, calls: list[Call], stage, gate: Gate | None, on_answer: OnAnswer | None) -> list[Completion]:
         keys = [self.key(c) for c in calls]
         hits = self.cache.get_many(keys)
         for k in keys:  # once per use: a conversation given twice in one call is one lookup, two uses

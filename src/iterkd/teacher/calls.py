@@ -59,7 +59,13 @@ class CallGenerator(BaseGenerator):
         stage: str | None = None,
         gate: Gate | None = None,
         on_answer: OnAnswer | None = None,
-    ) -> list[Completion]:  # pragma: no cover - overridden
+    ) -> list[Completion]:
+        """One completion per call, in order (each part answers in ``_answer``)."""
+        if self._closed:
+            raise UserError("teacher client is closed")
+        return self._answer(calls, stage, gate, on_answer)
+
+    def _answer(self, calls: list[Call], stage, gate, on_answer) -> list[Completion]:  # pragma: no cover
         raise NotImplementedError
 
     def chat(

@@ -290,17 +290,8 @@ class EndpointClient(CallGenerator):
             on_answer(job.call, c, cost)
         job.result = c
 
-    def answer(
-        self,
-        calls: list[Call],
-        *,
-        stage: str | None = None,
-        gate: Gate | None = None,
-        on_answer: OnAnswer | None = None,
-    ) -> list[Completion]:
+    def _answer(self, calls: list[Call], stage, gate: Gate | None, on_answer: OnAnswer | None) -> list[Completion]:
         """One completion per call, in order; a call given twice is sent once (see the module docstring)."""
-        if self._closed:
-            raise UserError("teacher client is closed")
         jobs: dict[str, _Job] = {}
         keys = []
         for call in calls:
