@@ -125,3 +125,26 @@ def test_student_negatives_pair_a_failed_attempt_with_the_verified_answer():
         pairs[0]["rejected"][0]["content"].endswith("return a + b + 1\n```")
         and pairs[0]["actual"]["status"] == "failed"
     )
+
+
+def test_mutate_asks_to_break_the_teachers_own_passing_answer_minimally():
+    """fault_prompt mutate: only questions whose correct answer passed are asked, each with that answer as the
+    teacher's own earlier turn; the kinds rotate as for ask, the keys are the same."""
+    from iterkd.methods.pairs import _faulty_requests
+
+    tasks = load_task_file(EASY)[:3]
+    good = "def add(a, b):\n    return a + b\n"
+    correct = {tasks[0].task_id: {"passed": True, "code": good}, tasks[1].task_id: {"passed": False, "code": "x"}}
+    asked = _faulty_requests(tasks, 2, correct)
+    assert [r.key for r in asked] == [f"{tasks[0].task_id}#f0", f"{tasks[0].task_id}#f1"]
+    roles = [m["role"] for m in asked[0].messages]
+    assert roles == ["user", "assistant", "user"] and good.strip() in asked[0].messages[1]["content"]
+    kinds = [r.meta["claimed_kind"] for r in asked]
+    assert kinds == list(ERROR_KINDS)[:2] and ERROR_KINDS[kinds[1]] in asked[1].messages[2]["content"]
+    assert "smallest change" in asked[0].messages[2]["content"]
+    # ask: every question, from scratch, the same keys and kinds
+    plain = _faulty_requests(tasks, 2)
+    assert len(plain) == 6 and [r.key for r in plain[:2]] == [r.key for r in asked]
+    assert [m["role"] for m in plain[0].messages] == ["user"]
+    with pytest.raises(ValueError, match="fault_prompt must be one of"):
+        collect_pairs(tasks, None, None, None, None, Path("."), fault_prompt="rewrite")

@@ -80,6 +80,16 @@ timeout)::
 
     TASK:
     {student prompt}
+
+Teacher minimal fault (``fault_prompt: mutate``): the student prompt, the teacher's own answer that passed the
+tests as its turn, then::
+
+    Your solution above is correct. For a dataset of realistic programming mistakes, make the smallest change to
+    it that introduces {kind}.
+    - change as little as possible: one line or one expression; keep the function's name and arguments;
+    - keep it looking correct, the way a programmer who believes it works would write it;
+    - do not explain, mark or hint at the change anywhere: no comment or text may say what is wrong;
+    - reply with the complete changed function, with the imports it needs, in a single ```python code block.
 """
 
 from __future__ import annotations
@@ -92,6 +102,7 @@ PROMPT_VERSIONS = {
     "student-refine": "v1",
     "teacher-repair": "v1",
     "teacher-faulty": "v1",
+    "teacher-mutate": "v1",
     "judge": "v1",
     "question": "v1",
 }
@@ -211,6 +222,24 @@ TEACHER_FAULTY = (
 def faulty_messages(task, kind: str) -> list[dict]:
     """The teacher is asked for a plausible solution of ``task`` with an error of ``kind`` (ERROR_KINDS)."""
     return user(TEACHER_FAULTY.format(kind=ERROR_KINDS[kind], task=build_user_prompt(task)))
+
+
+# IterKD Stage I, fault_prompt "mutate": the teacher's own answer that passed the tests, changed minimally
+TEACHER_MUTATE = (
+    "Your solution above is correct. For a dataset of realistic programming mistakes, make the smallest change "
+    "to it that introduces {kind}.\n"
+    "- change as little as possible: one line or one expression; keep the function's name and arguments;\n"
+    "- keep it looking correct, the way a programmer who believes it works would write it;\n"
+    "- do not explain, mark or hint at the change anywhere: no comment or text may say what is wrong;\n"
+    "- reply with the complete changed function, with the imports it needs, in a single ```python code block."
+)
+
+
+def mutate_messages(task, code: str, kind: str) -> list[dict]:
+    """The teacher's own verified answer (``code``) as its earlier turn, then the request to break it minimally
+    with an error of ``kind`` (ERROR_KINDS); execution decides whether it really fails."""
+    answered = [*direct_messages(task), {"role": "assistant", "content": code_answer(code)}]
+    return [*answered, *user(TEACHER_MUTATE.format(kind=ERROR_KINDS[kind]))]
 
 
 # IterKD Stage II: the rubric judge (6 points, SODA's rubric; our wording). "plain" scores directly; "trace"

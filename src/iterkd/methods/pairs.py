@@ -5,7 +5,9 @@
                            stage_dir reuses its records); kept only if it passes the question's tests
     teacher_faulty.jsonl   faulty solution j of a question, asked with an error kind (syntax, logic, type, name,
                            timeout; kind j of the question's rotation); kept only if it fails the tests, with its
-                           real verdict (status, error, first failing test) beside the kind the teacher claimed
+                           real verdict (status, error, first failing test) beside the kind the teacher claimed.
+                           ``fault_prompt``: ``ask`` writes it from scratch; ``mutate`` gives the teacher its own
+                           correct answer (which passed) and asks for a minimal change of the kind
     pairs.jsonl            TRL's conversational preference rows: prompt, chosen (correct), rejected (faulty),
                            and metadata (task_id, claimed kind, actual verdict, source "teacher")
 
@@ -22,11 +24,12 @@ import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iterkd.codegen.prompts import ERROR_KINDS, code_answer, direct_messages, faulty_messages
+from iterkd.codegen.prompts import ERROR_KINDS, code_answer, direct_messages, faulty_messages, mutate_messages
 from iterkd.stages import Request, run_stage, verified_records
 from iterkd.tasks import Task
 
 REVEAL_POLICIES = ("strip", "drop", "keep")
+FAULT_PROMPTS = ("ask", "mutate")  # ask: a faulty solution from scratch; mutate: a minimal change of its correct one
 _REVEALING = re.compile(
     r"\b(bug|buggy|wrong|incorrect|intentional(ly)?|deliberate(ly)?|mistake|fault(y)?|typo|"
     r"(syntax|logic|logical|type|name)\s+error|infinite\s+loop|should\s+be|will\s+fail|fix(ed|me)?)\b",
@@ -145,13 +148,20 @@ def build_pairs(tasks: list[Task], correct: dict, faulty: dict, n_faulty: int, r
     return pairs
 
 
-def _faulty_requests(tasks: list[Task], n_faulty: int) -> list[Request]:
+def _faulty_requests(tasks: list[Task], n_faulty: int, correct: dict | None = None) -> list[Request]:
+    """``n_faulty`` requests per question, error kinds in turn. With ``correct`` (fault_prompt mutate: the verified
+    teacher answers by task id) each asks for a minimal change of the question's correct answer; a question
+    without one is not asked (it could make no pair)."""
     kinds = list(ERROR_KINDS)
     out = []
     for i, task in enumerate(tasks):
+        good = (correct or {}).get(task.task_id)
+        if correct is not None and not (good and good["passed"]):
+            continue
         for j in range(n_faulty):
             kind = kinds[(i + j) % len(kinds)]  # every kind in turn, across questions and within one
-            out.append(Request(f"{task.task_id}#f{j}", task, faulty_messages(task, kind), {"claimed_kind": kind}))
+            ask = mutate_messages(task, good["code"], kind) if correct is not None else faulty_messages(task, kind)
+            out.append(Request(f"{task.task_id}#f{j}", task, ask, {"claimed_kind": kind}))
     return out
 
 
@@ -166,16 +176,22 @@ def collect_pairs(
     reveal: str = "strip",
     batch_size: int = 8,
     progress: bool = True,
+    fault_prompt: str = "ask",
 ) -> tuple[list[dict], PairStats]:
-    """Ask, verify and pair (module docstring); resumable through the stage files in ``data_dir``."""
+    """Ask, verify and pair (module docstring); resumable through the stage files in ``data_dir``.
+    ``fault_prompt``: ``ask`` (a faulty solution from scratch) or ``mutate`` (a minimal change of the teacher's
+    own verified answer, asked after it)."""
     if reveal not in REVEAL_POLICIES:
         raise ValueError(f"reveal must be one of {REVEAL_POLICIES}, got {reveal!r}")
+    if fault_prompt not in FAULT_PROMPTS:
+        raise ValueError(f"fault_prompt must be one of {FAULT_PROMPTS}, got {fault_prompt!r}")
     stats = PairStats(questions=len(tasks))
     common = {"batch_size": batch_size, "progress": progress}
     direct = [Request(t.task_id, t, direct_messages(t)) for t in tasks]
     correct = run_stage("teacher-direct", teacher, direct, params, data_dir / "teacher_direct.jsonl",
                         verified_records("teacher-direct", sandbox, limits), **common)  # fmt: skip
-    faulty = run_stage("teacher-faulty", teacher, _faulty_requests(tasks, n_faulty), params,
+    asked = _faulty_requests(tasks, n_faulty, correct if fault_prompt == "mutate" else None)
+    faulty = run_stage("teacher-faulty", teacher, asked, params,
                        data_dir / "teacher_faulty.jsonl", verified_records("teacher-faulty", sandbox, limits), **common)  # fmt: skip
     stats.correct_asked, stats.faulty_asked = len(correct), len(faulty)
     stats.correct_kept = sum(r["passed"] for r in correct.values())

@@ -63,7 +63,8 @@ class Round:
 
         n_faulty = 0 if self.ic.negatives == "student" else self.ic.n_faulty  # only the correct answers needed
         pairs, stats = collect_pairs(self.pool, teacher, teacher_params, sandbox, limits, self.data,
-                                     n_faulty=n_faulty, reveal=self.ic.reveal, progress=self.progress)  # fmt: skip
+                                     n_faulty=n_faulty, reveal=self.ic.reveal, progress=self.progress,
+                                     fault_prompt=self.ic.fault_prompt)  # fmt: skip
         own = []
         if self.ic.negatives in ("student", "both") and self.prev is not None:
             correct = read_progress_log(self.data / "teacher_direct.jsonl", lambda r: r["task_id"])
@@ -206,11 +207,13 @@ def _round_stages(cfg, k: int, rdir: Path) -> list[StagePin]:
     pin = lambda stage, outputs, settings: StagePin(f"r{k}/{stage}", outputs, settings, redo=redo)  # noqa: E731
     pool = seeds if k == 1 else {}  # later pools come from the rounds before
     n_faulty = {"iterkd.n_faulty": 0 if ic.negatives == "student" else ic.n_faulty}
+    family = "teacher-mutate" if ic.fault_prompt == "mutate" else "teacher-faulty"
     tcfg = train_config(cfg, ic, rdir, cfg.student, rdir / "pairs.jsonl")  # train.model: the base student
     trained = {key: v for key, v in cfg.train_settings(tcfg).items() if key not in LOSS_KEYS}  # named by iterkd.* here
     stages = [
         pin("teacher-direct", (data / "teacher_direct.jsonl",), {**teacher, "prompt_version:student": V["student"], **box, **pool}),
-        pin("teacher-faulty", (data / "teacher_faulty.jsonl",), {**teacher, **n_faulty, "prompt_version:teacher-faulty": V["teacher-faulty"], **box, **pool}),
+        StagePin(f"r{k}/teacher-faulty", (data / "teacher_faulty.jsonl",), {**teacher, **n_faulty, **own("fault_prompt"), f"prompt_version:{family}": V[family], **box, **pool},
+                 redo=redo, assumed={"iterkd.fault_prompt": "ask"}),  # pins from before fault_prompt asked from scratch
         pin("training", (rdir / "train",), {**trained, **own("reveal", "negatives", "loss", "beta", "nll_weight", "train_from")}),
         pin("student-answers", (data / "student_answers.jsonl",), {**cfg.student_settings(), **box}),
     ]  # fmt: skip

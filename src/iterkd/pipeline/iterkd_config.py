@@ -27,6 +27,7 @@ class IterKDConfig(ConfigModel):
 
     rounds: int = Field(2, ge=1)
     n_faulty: int = Field(1, ge=1)
+    fault_prompt: Literal["ask", "mutate"] = "ask"  # mutate: a minimal change of the teacher's own correct answer
     reveal: Literal["strip", "drop", "keep"] = "strip"
     negatives: Literal["teacher", "student", "both"] = "both"
     loss: Literal["dpo", "sft"] = "dpo"  # dpo: TRL loss_type [sigmoid, sft]; sft: [sft] only (the ablation)
