@@ -50,8 +50,10 @@ demo: models
 	$(BIN)/iterkd models fetch qwen2.5-coder-0.5b-instruct
 	ITERKD_THREADS=$${ITERKD_THREADS:-2} $(BIN)/iterkd distill --config configs/distill/demo.yaml
 
+# every test; the 20 slowest are listed at the end (the slow ones load models, start servers, train: see
+# tests/conftest.py)
 test: models llama-server lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 # ruff (pinned in requirements.txt, configured in pyproject.toml): lint the code and the tests
 lint: setup

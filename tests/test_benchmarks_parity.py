@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from iterkd.evaluate import read_samples, score_samples
 from iterkd.evaluate.samples import humaneval_completion
 from iterkd.tasks import load_humaneval, load_mbpp
@@ -19,6 +21,7 @@ def _canonical_scores(tasks):
     return score_samples("x", by_id, samples, progress=False)
 
 
+@pytest.mark.slow  # 664 programs through the sandbox
 def test_all_canonical_solutions_pass():
     he = _canonical_scores(load_humaneval())
     assert he["n_samples"] == 164 and he["pass_at_k"]["pass@1"] == 1.0, [s for s in he["samples"] if not s["passed"]][

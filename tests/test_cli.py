@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import EASY_TASKS, STUDENT, TEACHER
+
 HEAVY = ("torch", "transformers", "llama_cpp")
 
 
@@ -122,7 +124,7 @@ def test_check_scores_and_stays_light(tmp_path):
 @pytest.mark.slow
 def test_eval_with_repair_steps_reports_each_step(tmp_path):
     out = tmp_path / "run"
-    args = ("eval", "--model", "smollm2-135m-instruct", "--benchmark", "mbpp", "--limit", "3", "--repair-steps", "2")
+    args = ("eval", "--model", STUDENT, "--benchmark", "mbpp", "--limit", "3", "--repair-steps", "2")
     args += ("--max-tokens", "128", "--out", out, "-q")
     res = iterkd(*args)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -166,11 +168,10 @@ def test_ctrl_c_or_sigterm_mid_stage_stops_quickly_and_keeps_records(tmp_path, s
     import signal
     import time
 
-    easy = Path(__file__).parent / "data" / "easy_tasks.jsonl"
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "iterkd", "distill", "--method", "stand", f"run_dir={run}", f"seed_tasks={easy}",
+    cmd = [sys.executable, "-m", "iterkd", "distill", "--method", "stand", f"run_dir={run}", f"seed_tasks={EASY_TASKS}",
            "batch_size=1",
-           f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 256, server_threads: 1, concurrency: 1, "
+           f"teacher={{served_model: {TEACHER}, temperature: 0.0, max_tokens: 256, server_threads: 1, concurrency: 1, "
            f"cache_path: {tmp_path / 'cache.sqlite'}}}"]  # fmt: skip
     # a shell's background job starts with SIGINT ignored, and Python keeps it so: restore what a terminal gives
     proc = subprocess.Popen(

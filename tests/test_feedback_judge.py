@@ -36,9 +36,8 @@ def test_the_judge_sees_the_task_without_the_answer_format():
 
 
 @pytest.mark.slow
-def test_a_real_judge_scores_resumes_and_counts(tmp_path):
+def test_a_real_judge_scores_resumes_and_counts(tmp_path, teacher_client):
     from iterkd.models import SamplingParams
-    from iterkd.teacher import load_teacher
 
     tasks = load_mbpp("validation")[:3]
     answers = [
@@ -48,7 +47,7 @@ def test_a_real_judge_scores_resumes_and_counts(tmp_path):
     ]
     params = SamplingParams(temperature=0.0, max_tokens=160)
     path = tmp_path / "judge.jsonl"
-    judge = load_teacher(served_model="smollm2-135m-instruct", server_threads=1, cache_path=str(tmp_path / "c.sqlite"))
+    judge = teacher_client(tmp_path / "c.sqlite")
     try:
         recs = judge_answers(answers, judge, params, path, progress=False)
         sent = judge.requests_sent
@@ -61,7 +60,7 @@ def test_a_real_judge_scores_resumes_and_counts(tmp_path):
     assert len(path.read_text().splitlines()) == 6 and all(
         json.loads(l)["variant"] == "trace" for l in path.read_text().splitlines()
     )
-    judge = load_teacher(served_model="smollm2-135m-instruct", server_threads=1, cache_path=str(tmp_path / "c.sqlite"))
+    judge = teacher_client(tmp_path / "c.sqlite")
     try:
         assert judge_answers(answers, judge, params, path, progress=False) == recs and judge.requests_sent == 0
     finally:

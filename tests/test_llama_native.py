@@ -42,6 +42,7 @@ def _alive(pid: int) -> bool:
 
 
 @needs_native
+@pytest.mark.slow
 def test_native_server_serves_parallel_requests_in_order(tmp_path):
     gen = load_generator(MODEL, backend="llama-server", parallel=3, server_threads=1,
                          server_log=str(tmp_path / "s.log"))  # fmt: skip
@@ -67,6 +68,7 @@ def test_native_server_serves_parallel_requests_in_order(tmp_path):
 
 
 @needs_native
+@pytest.mark.slow
 def test_native_server_dies_with_its_owner(tmp_path):
     """SIGKILL the process that started the server: the kernel's parent-death signal stops the server."""
     code = (
@@ -91,6 +93,7 @@ def test_native_server_dies_with_its_owner(tmp_path):
 
 
 @needs_native
+@pytest.mark.slow
 def test_served_model_answers_any_thread_whichever_thread_started_it(tmp_path):
     """A server is started explicitly by its owner (here ``load_generator``, through ``load_teacher``) and serves
     requests made from worker threads; started from a worker thread that then ends (a ``LazyGenerator``'s first
@@ -141,6 +144,7 @@ def test_native_impl_without_binary_is_a_clear_error(tmp_path, monkeypatch):
 
 
 @needs_native
+@pytest.mark.slow
 def test_eval_with_llama_server_backend(tmp_path):
     from iterkd.evaluate.run import EvalConfig, run_eval
 
@@ -174,6 +178,7 @@ def test_build_step_runner_logs_output_and_reports_failures(tmp_path, capfd):
 
 
 @needs_native
+@pytest.mark.slow
 def test_auto_backend_serves_the_registry_student_as_q8_0(tmp_path, monkeypatch):
     """`auto` picks the native server when it is built, and the registry student is served re-quantised to its
     serve_quant type (Q4_1 -> Q8_0: the same weights, kernels that batch); without a built server `auto` is
@@ -196,6 +201,7 @@ def test_auto_backend_serves_the_registry_student_as_q8_0(tmp_path, monkeypatch)
 
 
 @needs_native
+@pytest.mark.slow
 def test_server_stage_mixes_samples_and_overlaps_batches(tmp_path):
     """run_stage hands a server client one SamplingParams per request: 5 tasks x 3 samples in queues of 8 take 2
     calls (one per sample index would take 3), every record lands once, and the seconds booked (each batch's

@@ -9,11 +9,8 @@ import pytest
 from iterkd.codegen.prompts import ERROR_KINDS, PROMPT_VERSIONS
 from iterkd.methods.pairs import PairStats, build_pairs, collect_pairs, reveals_fault, strip_comments
 from iterkd.models import Completion
-from iterkd.sandbox import Limits, Sandbox
+from iterkd.sandbox import Limits
 from iterkd.stages import Request, verified_records
-from iterkd.tasks import load_task_file
-
-EASY = Path(__file__).parent / "data" / "easy_tasks.jsonl"
 
 
 def test_revealing_comments_and_strings_are_found_and_comments_stripped():
@@ -38,24 +35,23 @@ def _records(name, tasks, answers, box, meta=None):
     return {r.key: row for r, row in zip(reqs, verified_records(name, box, Limits())(reqs, done, 0.0))}
 
 
-def test_pairs_keep_only_what_execution_proves():
-    tasks = {t.task_id: t for t in load_task_file(EASY)}
+def test_pairs_keep_only_what_execution_proves(easy_tasks, sandbox):
+    tasks = {t.task_id: t for t in easy_tasks}
     add, square = tasks["easy/add"], tasks["easy/square"]
-    with Sandbox(workers=1) as box:
-        correct = _records("c", tasks, [("easy/add", "easy/add", "def add(a, b):\n    return a + b\n"),
-                                        ("easy/square", "easy/square", "def square(x):\n    return x + x\n")], box)  # fmt: skip
-        faulty = _records(
-            "f",
-            tasks,
-            [("easy/add#f0", "easy/add", "def add(a, b):\n    return a - b\n"),
-             ("easy/add#f1", "easy/add", "def add(a, b):\n    return b + a\n"),  # "faulty" but passes
-             ("easy/add#f2", "easy/add", "def add(a, b):\n    return a * b  # wrong operator\n"),
-            ("easy/add#f3", "easy/add", "def add(a, b):\n    return a + c\n"),
-             ("easy/square#f0", "easy/square", "def square(x):\n    return x * y\n")],
-            box,
-            {"easy/add#f0": {"claimed_kind": "logic"}, "easy/add#f1": {"claimed_kind": "logic"},
-             "easy/add#f2": {"claimed_kind": "type"}, "easy/add#f3": {"claimed_kind": "name"}, "easy/square#f0": {"claimed_kind": "name"}},
-        )  # fmt: skip
+    correct = _records("c", tasks, [("easy/add", "easy/add", "def add(a, b):\n    return a + b\n"),
+                                    ("easy/square", "easy/square", "def square(x):\n    return x + x\n")], sandbox)  # fmt: skip
+    faulty = _records(
+        "f",
+        tasks,
+        [("easy/add#f0", "easy/add", "def add(a, b):\n    return a - b\n"),
+         ("easy/add#f1", "easy/add", "def add(a, b):\n    return b + a\n"),  # "faulty" but passes
+         ("easy/add#f2", "easy/add", "def add(a, b):\n    return a * b  # wrong operator\n"),
+        ("easy/add#f3", "easy/add", "def add(a, b):\n    return a + c\n"),
+         ("easy/square#f0", "easy/square", "def square(x):\n    return x * y\n")],
+        sandbox,
+        {"easy/add#f0": {"claimed_kind": "logic"}, "easy/add#f1": {"claimed_kind": "logic"},
+         "easy/add#f2": {"claimed_kind": "type"}, "easy/add#f3": {"claimed_kind": "name"}, "easy/square#f0": {"claimed_kind": "name"}},
+    )  # fmt: skip
     stats = PairStats()
     pairs = build_pairs([add, square], correct, faulty, n_faulty=4, reveal="strip", stats=stats)
     # square's "correct" answer fails its tests: its (real) fault is kept as a fault but makes no pair
@@ -76,17 +72,15 @@ def test_pairs_keep_only_what_execution_proves():
 
 
 @pytest.mark.slow
-def test_collect_pairs_with_a_real_teacher_then_resume(tmp_path):
+def test_collect_pairs_with_a_real_teacher_then_resume(tmp_path, teacher_client, sandbox, easy_tasks):
     from iterkd.models import SamplingParams
-    from iterkd.teacher import load_teacher
 
-    tasks = load_task_file(EASY)
-    cache = str(tmp_path / "cache.sqlite")
+    tasks = easy_tasks
+    cache = tmp_path / "cache.sqlite"
     params = SamplingParams(temperature=0.0, max_tokens=96)
-    teacher = load_teacher(served_model="smollm2-135m-instruct", server_threads=1, cache_path=cache, concurrency=2)
+    teacher = teacher_client(cache, concurrency=2)
     try:
-        with Sandbox(workers=2) as box:
-            pairs, stats = collect_pairs(tasks, teacher, params, box, Limits(), tmp_path, n_faulty=2, progress=False)
+        pairs, stats = collect_pairs(tasks, teacher, params, sandbox, Limits(), tmp_path, n_faulty=2, progress=False)
         sent = teacher.requests_sent
     finally:
         teacher.close()
@@ -101,24 +95,22 @@ def test_collect_pairs_with_a_real_teacher_then_resume(tmp_path):
     assert {p["task_id"] for p in pairs} <= kept and all(p["actual"]["status"] != "passed" for p in pairs)
     assert PROMPT_VERSIONS["teacher-faulty"] == "v1"
     # resume: every record is on disk, so a second run asks nothing (not even the cache) and pairs the same
-    teacher = load_teacher(served_model="smollm2-135m-instruct", server_threads=1, cache_path=cache)
+    teacher = teacher_client(cache)
     try:
-        with Sandbox(workers=1) as box:
-            again, stats2 = collect_pairs(tasks, teacher, params, box, Limits(), tmp_path, n_faulty=2, progress=False)
+        again, stats2 = collect_pairs(tasks, teacher, params, sandbox, Limits(), tmp_path, n_faulty=2, progress=False)
         assert teacher.requests_sent == 0 and teacher.ledger.total.cached == 0
     finally:
         teacher.close()
     assert again == pairs and stats2 == stats
 
 
-def test_student_negatives_pair_a_failed_attempt_with_the_verified_answer():
+def test_student_negatives_pair_a_failed_attempt_with_the_verified_answer(easy_tasks, sandbox):
     from iterkd.methods.pairs import student_pairs
 
-    tasks = {t.task_id: t for t in load_task_file(EASY)}
-    with Sandbox(workers=1) as box:
-        correct = _records("c", tasks, [("easy/add", "easy/add", "def add(a, b):\n    return a + b\n")], box)
-        attempts = _records("s", tasks, [("easy/add", "easy/add", "def add(a, b):\n    return a + b + 1\n"),
-                                         ("easy/square", "easy/square", "def square(x):\n    return x ** 2\n")], box)  # fmt: skip
+    tasks = {t.task_id: t for t in easy_tasks}
+    correct = _records("c", tasks, [("easy/add", "easy/add", "def add(a, b):\n    return a + b\n")], sandbox)
+    attempts = _records("s", tasks, [("easy/add", "easy/add", "def add(a, b):\n    return a + b + 1\n"),
+                                     ("easy/square", "easy/square", "def square(x):\n    return x ** 2\n")], sandbox)  # fmt: skip
     pairs = student_pairs(list(tasks.values()), correct, attempts)
     assert [(p["task_id"], p["source"]) for p in pairs] == [("easy/add", "student")]  # square passed: no negative
     assert (
@@ -127,12 +119,12 @@ def test_student_negatives_pair_a_failed_attempt_with_the_verified_answer():
     )
 
 
-def test_mutate_asks_to_break_the_teachers_own_passing_answer_minimally():
+def test_mutate_asks_to_break_the_teachers_own_passing_answer_minimally(easy_tasks):
     """fault_prompt mutate: only questions whose correct answer passed are asked, each with that answer as the
     teacher's own earlier turn; the kinds rotate as for ask, the keys are the same."""
     from iterkd.methods.pairs import _faulty_requests
 
-    tasks = load_task_file(EASY)[:3]
+    tasks = easy_tasks[:3]
     good = "def add(a, b):\n    return a + b\n"
     correct = {tasks[0].task_id: {"passed": True, "code": good}, tasks[1].task_id: {"passed": False, "code": "x"}}
     asked = _faulty_requests(tasks, 2, correct)

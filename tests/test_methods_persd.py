@@ -106,7 +106,7 @@ class _ReferenceAnswers:
         return answers
 
 
-def test_stage_keeps_a_concurrent_backend_queued_and_resumes(tmp_path):
+def test_stage_keeps_a_concurrent_backend_queued_and_resumes(tmp_path, sandbox):
     from iterkd.codegen.prompts import direct_messages
     from iterkd.models import SamplingParams
     from iterkd.stages import Request, run_stage, verified_records
@@ -115,16 +115,15 @@ def test_stage_keeps_a_concurrent_backend_queued_and_resumes(tmp_path):
     requests = [Request(t.task_id, t, direct_messages(t)) for t in tasks]
     gen = _ReferenceAnswers(tasks, concurrent_requests=3)
     path = tmp_path / "stage.jsonl"
-    with Sandbox(workers=2) as box:
-        records = verified_records("s", box, Limits())
-        recs = run_stage("s", gen, requests, SamplingParams(), path, records, batch_size=2, progress=False)
-        assert gen.calls == [12, 8]  # 4 x 3 slots per call, not batch_size 2
-        assert all(r["passed"] for r in recs.values()) and len(path.read_text().splitlines()) == 20
-        again = _ReferenceAnswers(tasks, concurrent_requests=1)
-        assert (
-            run_stage("s", again, requests, SamplingParams(), path, records, batch_size=2, progress=False) == recs
-            and again.calls == []
-        )
+    records = verified_records("s", sandbox, Limits())
+    recs = run_stage("s", gen, requests, SamplingParams(), path, records, batch_size=2, progress=False)
+    assert gen.calls == [12, 8]  # 4 x 3 slots per call, not batch_size 2
+    assert all(r["passed"] for r in recs.values()) and len(path.read_text().splitlines()) == 20
+    again = _ReferenceAnswers(tasks, concurrent_requests=1)
+    assert (
+        run_stage("s", again, requests, SamplingParams(), path, records, batch_size=2, progress=False) == recs
+        and again.calls == []
+    )
 
 
 def test_decontamination_catches_benchmark_tasks():
@@ -141,12 +140,12 @@ def test_decontamination_catches_benchmark_tasks():
 
 
 @pytest.mark.slow
-def test_collect_persd_combine_end_to_end_and_resume(tmp_path):
-    from iterkd.models import SamplingParams, load_generator
+def test_collect_persd_combine_end_to_end_and_resume(tmp_path, served_student):
+    from iterkd.models import SamplingParams
     from iterkd.models.base import LazyGenerator
 
     tasks = load_mbpp("train")[:4]
-    model = load_generator("smollm2-135m-instruct")
+    model = served_student  # student and teacher
     limits = Limits(timeout_s=2)
     student_params = SamplingParams(temperature=0.3, max_tokens=160, seed=0)
     teacher_params = SamplingParams(temperature=0.0, max_tokens=160, seed=0)
@@ -172,7 +171,6 @@ def test_collect_persd_combine_end_to_end_and_resume(tmp_path):
         again, stats2 = collect("persd-combine", tasks, student, model, *params, **where)
         assert model.stats.calls == calls and again == examples and stats2 == stats and not student.loaded
         student.close()
-    model.close()
     path = write_dataset(examples, stats, tmp_path / "out", {"teacher": "smollm2"}, parquet=True)
     card = json.loads((tmp_path / "out" / "data_card.json").read_text())
     assert card["examples"] == len(examples) and card["teacher"] == "smollm2" and path.exists()

@@ -2,15 +2,13 @@
 sandbox, near-duplicates, and the whole stage with a real llama.cpp-served teacher, resumed without a call."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from iterkd.methods.questions import NearDuplicates, QuestionWriter, parse_question, validate
-from iterkd.sandbox import Limits, Sandbox
+from iterkd.sandbox import Limits
 from iterkd.tasks import Task, load_task_file
 
-EASY = Path(__file__).parent / "data" / "easy_tasks.jsonl"
 GOOD = """QUESTION: Write a function that returns the largest of three numbers.
 FUNCTION: max_of_three
 SOLUTION:
@@ -37,17 +35,17 @@ def test_parse_question_reads_the_format_and_says_what_is_missing():
     assert parse_question(two, "r1/x") == "it needs at least 3 assert lines that call max_of_three, found 2"
 
 
-def test_validate_needs_a_passing_reference_and_tests_that_reject_stubs():
-    with Sandbox(workers=1) as box:
-        assert validate(parse_question(GOOD, "a"), None, box, Limits()) is None
-        wrong = parse_question(GOOD.replace("return max(a, b, c)", "return min(a, b, c)"), "b")
-        assert validate(wrong, None, box, Limits()).startswith("the reference solution fails its own tests")
-        trivial = GOOD.replace("== 3\n", " is None or True\n").replace("== 5\n", " is None or True\n")
-        trivial = parse_question(trivial.replace("== -2\n", " is None or True\n"), "c")
-        assert validate(trivial, None, box, Limits()).startswith("the tests are trivial")
-        seed = Task("s", "largest of three", "max_of_three", ["assert max_of_three(1, 2, 3) == 3"],
-                    canonical_solution="def max_of_three(a, b, c):\n    return max(a, b, c)\n")  # fmt: skip
-        assert validate(parse_question(GOOD, "d"), seed, box, Limits()).startswith("the tests are trivial")
+def test_validate_needs_a_passing_reference_and_tests_that_reject_stubs(sandbox):
+    box = sandbox
+    assert validate(parse_question(GOOD, "a"), None, box, Limits()) is None
+    wrong = parse_question(GOOD.replace("return max(a, b, c)", "return min(a, b, c)"), "b")
+    assert validate(wrong, None, box, Limits()).startswith("the reference solution fails its own tests")
+    trivial = GOOD.replace("== 3\n", " is None or True\n").replace("== 5\n", " is None or True\n")
+    trivial = parse_question(trivial.replace("== -2\n", " is None or True\n"), "c")
+    assert validate(trivial, None, box, Limits()).startswith("the tests are trivial")
+    seed = Task("s", "largest of three", "max_of_three", ["assert max_of_three(1, 2, 3) == 3"],
+                canonical_solution="def max_of_three(a, b, c):\n    return max(a, b, c)\n")  # fmt: skip
+    assert validate(parse_question(GOOD, "d"), seed, box, Limits()).startswith("the tests are trivial")
 
 
 def test_near_duplicates_are_found_and_different_questions_pass():
@@ -57,19 +55,17 @@ def test_near_duplicates_are_found_and_different_questions_pass():
 
 
 @pytest.mark.slow
-def test_question_writer_with_a_real_teacher_then_resume(tmp_path):
+def test_question_writer_with_a_real_teacher_then_resume(tmp_path, teacher_client, sandbox, easy_tasks):
     from iterkd.models import SamplingParams
-    from iterkd.teacher import load_teacher
 
-    seeds = load_task_file(EASY)
+    seeds = easy_tasks
     buckets = {"easy": seeds[:1], "hard": seeds[1:3]}
     params = SamplingParams(temperature=0.7, max_tokens=200, seed=0)
-    cache = str(tmp_path / "c.sqlite")
-    teacher = load_teacher(served_model="smollm2-135m-instruct", server_threads=1, cache_path=cache, concurrency=2)
+    cache = tmp_path / "c.sqlite"
+    teacher = teacher_client(cache, concurrency=2)
     try:
-        with Sandbox(workers=2) as box:
-            write = QuestionWriter(teacher, params, box, Limits(), tmp_path, round_=1, progress=False)
-            accepted, stats = write(buckets, {"easy": 1, "hard": 2}, pool_texts=[t.prompt for t in seeds])
+        write = QuestionWriter(teacher, params, sandbox, Limits(), tmp_path, round_=1, progress=False)
+        accepted, stats = write(buckets, {"easy": 1, "hard": 2}, pool_texts=[t.prompt for t in seeds])
         sent = teacher.requests_sent
     finally:
         teacher.close()
@@ -83,13 +79,11 @@ def test_question_writer_with_a_real_teacher_then_resume(tmp_path):
     assert len(rows) == stats.accepted
     if rows:  # every accepted question loads as a task file and its reference passes in the sandbox
         tasks = load_task_file(tmp_path / "new_tasks.jsonl")
-        with Sandbox(workers=1) as box:
-            assert all(validate(t, None, box, Limits()) is None for t in tasks)
-    teacher = load_teacher(served_model="smollm2-135m-instruct", server_threads=1, cache_path=cache)
+        assert all(validate(t, None, sandbox, Limits()) is None for t in tasks)
+    teacher = teacher_client(cache)
     try:
-        with Sandbox(workers=1) as box:
-            write = QuestionWriter(teacher, params, box, Limits(), tmp_path, round_=1, progress=False)
-            again, stats2 = write(buckets, {"easy": 1, "hard": 2}, pool_texts=[t.prompt for t in seeds])
+        write = QuestionWriter(teacher, params, sandbox, Limits(), tmp_path, round_=1, progress=False)
+        again, stats2 = write(buckets, {"easy": 1, "hard": 2}, pool_texts=[t.prompt for t in seeds])
         assert teacher.requests_sent == 0 and stats2 == stats
     finally:
         teacher.close()
@@ -116,9 +110,9 @@ def test_buckets_put_execution_first():
     assert bucket({"passed": True}) == "easy" and bucket({"passed": False, "crashed": True}) == "hard"
 
 
-def test_a_crash_is_told_from_a_wrong_value():
+def test_a_crash_is_told_from_a_wrong_value(sandbox):
     from iterkd.feedback.execution import crashed, execution_feedback
-    from iterkd.sandbox import Job, Sandbox
+    from iterkd.sandbox import Job
 
     programs = [
         "def f(x):\n    return x\n",
@@ -126,8 +120,7 @@ def test_a_crash_is_told_from_a_wrong_value():
         "def f(x) return\n",
         "def f(x):\n    return 2 * x\n",
     ]
-    with Sandbox(workers=1) as box:
-        results = box.map([Job(program=p, tests=["assert f(1) == 2"]) for p in programs])
+    results = sandbox.map([Job(program=p, tests=["assert f(1) == 2"]) for p in programs])
     records = [{"passed": r.passed, "status": r.status, "feedback": execution_feedback(r)} for r in results]
     assert [r["passed"] for r in records] == [False, False, False, True]
     assert [crashed(r) for r in records] == [False, True, True, False]  # wrong value / NameError / syntax / ok

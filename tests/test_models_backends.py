@@ -10,12 +10,12 @@ import importlib.util
 
 import pytest
 
+from conftest import STUDENT
 from iterkd.codegen import build_messages, sanitize
 from iterkd.errors import UserError
 from iterkd.models import Completion, SamplingParams, load_generator
 from iterkd.models.base import GenStats, sample_seed, truncate_at_stop
 
-MODEL = "smollm2-135m-instruct"
 CONV = [
     {"role": "user", "content": "Write a Python function add(a, b) that returns a + b. Use one ```python code block."}
 ]
@@ -57,7 +57,7 @@ def test_stats():
 
 def test_unknown_backend_and_llamacpp_needs_gguf():
     with pytest.raises(UserError, match="unknown backend"):
-        load_generator(MODEL, backend="tgi")
+        load_generator(STUDENT, backend="tgi")
     with pytest.raises(UserError, match="GGUF"):
         load_generator("Qwen/Qwen2.5-Coder-0.5B-Instruct", backend="llama.cpp")
 
@@ -69,14 +69,14 @@ def test_unknown_backend_and_llamacpp_needs_gguf():
 def llama():
     if not has_llama:
         pytest.skip("llama-cpp-python is not installed")
-    g = load_generator(MODEL, backend="llamacpp")
+    g = load_generator(STUDENT, backend="llamacpp")
     yield g
     g.close()
 
 
 @pytest.mark.slow
 def test_llamacpp_greedy_is_deterministic(llama):
-    assert llama.backend == "llamacpp" and llama.name == MODEL
+    assert llama.backend == "llamacpp" and llama.name == STUDENT
     p = SamplingParams(max_tokens=64)
     a = llama.chat([CONV, CONV2], p, n=2)
     b = llama.chat([CONV], p)
@@ -131,7 +131,7 @@ def test_llamacpp_benchmark_prompt_end_to_end(llama):
 def hf():
     if not has_hf:
         pytest.skip("torch / transformers / gguf / accelerate are not installed")
-    g = load_generator(MODEL, backend="hf", batch_size=4)
+    g = load_generator(STUDENT, backend="hf", batch_size=4)
     yield g
     g.close()
 

@@ -378,6 +378,7 @@ def test_budget_loads_a_lazy_generator_only_when_asked(http):
 
 
 @needs_llama
+@pytest.mark.slow
 def test_server_answers_on_free_port(server):
     assert server.running and server.host == "127.0.0.1" and server.port > 0
     import urllib.request
@@ -388,6 +389,7 @@ def test_server_answers_on_free_port(server):
 
 
 @needs_llama
+@pytest.mark.slow
 def test_parallel_in_order_and_greedy_deterministic(server, tmp_path):
     with _teacher(server, tmp_path, "a.sqlite", concurrency=3) as gen:
         batch = gen.chat(CONVS, GREEDY, n=2)
@@ -405,6 +407,7 @@ def test_parallel_in_order_and_greedy_deterministic(server, tmp_path):
 
 
 @needs_llama
+@pytest.mark.slow
 def test_cache_hits_send_nothing_and_survive_the_server(server, tmp_path):
     sampled = SamplingParams(temperature=0.9, max_tokens=6, seed=1)
     with _teacher(server, tmp_path) as gen:
@@ -431,6 +434,7 @@ def test_cache_hits_send_nothing_and_survive_the_server(server, tmp_path):
 
 
 @needs_llama
+@pytest.mark.slow
 def test_cost_stages_budget_and_resume(server, tmp_path):
     prices = dict(price_input_per_mtok=1000.0, price_output_per_mtok=2000.0)
     with _teacher(server, tmp_path, concurrency=1, budget_usd=1e-6, **prices) as gen:
@@ -464,6 +468,7 @@ def test_cost_stages_budget_and_resume(server, tmp_path):
 
 
 @needs_llama
+@pytest.mark.slow
 def test_embedded_teacher_starts_and_stops(tmp_path):
     log = tmp_path / "teacher.log"
     gen = load_teacher(served_model=MODEL, cache_path=":memory:", server_log=str(log), max_tokens=4, concurrency=1,
@@ -479,6 +484,7 @@ def test_embedded_teacher_starts_and_stops(tmp_path):
 
 
 @needs_llama
+@pytest.mark.slow
 def test_server_gone_after_exception_in_with(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         with LlamaServer(MODEL, log_path=tmp_path / "s.log", n_threads=THREADS, impl="python") as srv:
@@ -517,6 +523,7 @@ class _StaticServer(ManagedServer):
         return [sys.executable, "-m", "http.server", "--bind", self.host, "--directory", str(self.root), str(self.port)]
 
 
+@pytest.mark.slow
 def test_server_outlives_the_thread_that_started_it_and_names_itself(tmp_path):
     """A server started from a worker thread that ends keeps running (its parent-death signal belongs to
     iterkd's spawner thread, which lives as long as the process), and answers requests from other threads; a
@@ -569,6 +576,7 @@ def test_stop_kills_after_grace(tmp_path):
 
 
 @needs_llama
+@pytest.mark.slow
 def test_served_gguf_file_is_keyed_by_identity_not_name(tmp_path):
     """Two different files both called final.q8_0.gguf must not share cached answers."""
     import shutil
@@ -591,6 +599,7 @@ def test_served_gguf_file_is_keyed_by_identity_not_name(tmp_path):
 
 
 @needs_llama
+@pytest.mark.slow
 def test_several_base_urls_spread_requests_retry_on_the_next_and_share_one_cache(tmp_path):
     """Two real llama.cpp servers behind one teacher config: requests go round in turn (each server's own
     access log shows its share), a dead server's requests are retried on the other, and the cache is shared."""

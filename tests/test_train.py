@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import STUDENT
 from iterkd.errors import UserError
 from iterkd.train import TrainConfig, describe_keys, load_config, read_rows
-
-MODEL = "smollm2-135m-instruct"
 
 ROWS = [
     {
@@ -172,7 +171,7 @@ def test_cli_train_help_and_one_line_errors(tmp_path):
                 "precompute_ref_log_probs"):  # fmt: skip
         assert key in res.stdout
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"model: {MODEL}\ntrain_file: {tmp_path / 'missing.jsonl'}\noutput_dir: {tmp_path / 'o'}\n")
+    cfg.write_text(f"model: {STUDENT}\ntrain_file: {tmp_path / 'missing.jsonl'}\noutput_dir: {tmp_path / 'o'}\n")
     for args, message in (
         (["--config", cfg, "max_step=3"], "override 'max_step=3': unknown setting 'max_step' (did you mean max_steps"),
         (["--config", cfg], "missing.jsonl: no such train file"),
@@ -190,19 +189,8 @@ def test_cli_train_help_and_one_line_errors(tmp_path):
 # ------------------------------------------------------------------------------------ real training
 
 
-@pytest.fixture(scope="module")
-def base_model(tmp_path_factory):
-    """The registry GGUF loaded by the training loader (de-quantised), saved as a transformers directory."""
-    from iterkd.train.sft import load_model_and_tokenizer
-
-    cfg = load_config(None, [f"model={MODEL}", "train_file=unused", "output_dir=unused"])
-    model, tokenizer, ref = load_model_and_tokenizer(cfg)
-    assert ref.is_gguf and not getattr(model, "is_quantized", False)
-    assert tokenizer.pad_token_id is not None and tokenizer.chat_template
-    path = tmp_path_factory.mktemp("base") / MODEL
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+# base_model (conftest.py): the registry GGUF loaded by the training loader (de-quantised), saved as a transformers
+# directory, once per session
 
 
 def completion_nll(model_dir: Path, row: dict) -> tuple[float, str]:
@@ -376,22 +364,21 @@ def test_cli_trains_the_registry_model_from_the_shipped_cpu_config(tmp_path):
     final = tmp_path / "run" / "final"
     assert f"model      {final}" in res.stdout and (final / "config.json").is_file()
     written = load_config(tmp_path / "run" / "train_config.yaml")
-    assert written.model == MODEL and written.max_steps == 1 and written.long_examples == "drop"
+    assert written.model == STUDENT and written.max_steps == 1 and written.long_examples == "drop"
     assert summary(tmp_path / "run")["global_step"] == 1
 
 
 @pytest.mark.slow
-def test_trained_student_exports_to_gguf_and_runs_in_llama_cpp(tmp_path):
+def test_trained_student_exports_to_gguf_and_runs_in_llama_cpp(tmp_path, base_model):
     """A trained model directory -> GGUF (llama.cpp's converter from the PyPI sdist) -> llama.cpp generation."""
-    from iterkd.models import SamplingParams, load_generator
-    from iterkd.train.config import TrainConfig
-    from iterkd.train.export import export_gguf
-    from iterkd.train.sft import load_model_and_tokenizer
+    import shutil
 
-    cfg = TrainConfig(model="smollm2-135m-instruct", train_file="x", output_dir=str(tmp_path))
-    model, tok, _ = load_model_and_tokenizer(cfg.resolved())
-    model.save_pretrained(tmp_path / "final")
-    tok.save_pretrained(tmp_path / "final")
+    from iterkd.models import SamplingParams, load_generator
+    from iterkd.train.export import export_gguf
+
+    # the training loader's model saved as a transformers directory, as training saves its final model (hard
+    # links: the export only reads it)
+    shutil.copytree(base_model, tmp_path / "final", copy_function=os.link)
     gguf = export_gguf(tmp_path / "final", outtype="q8_0")
     assert gguf.name == "final.q8_0.gguf" and gguf.stat().st_size > 100e6
     assert export_gguf(tmp_path / "final", outtype="q8_0") == gguf  # up to date: not redone
@@ -442,10 +429,10 @@ def test_preference_config_and_rows_are_checked_before_training(tmp_path):
 
 
 @pytest.mark.slow
-def test_preference_training_ranks_correct_above_faulty_and_resumes(tmp_path):
+def test_preference_training_ranks_correct_above_faulty_and_resumes(tmp_path, base_model):
     from iterkd.train.preference import PreferenceConfig, train_preference
 
-    common = dict(model=MODEL, train_file=str(_pairs_file(tmp_path / "pairs.jsonl")), output_dir=str(tmp_path / "run"),
+    common = dict(model=str(base_model), train_file=str(_pairs_file(tmp_path / "pairs.jsonl")), output_dir=str(tmp_path / "run"),
                   per_device_train_batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-4, logging_steps=1,
                   save_steps=2, max_length=256)  # fmt: skip
     final = train_preference(PreferenceConfig(max_steps=3, **common))
@@ -472,6 +459,30 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Pids of the live descendants of ``pid`` (Linux /proc)."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parent[int(stat.parent.name)] = int(fields[1])
+    found, level = [], {pid}
+    while level:
+        level = {p for p, pp in parent.items() if pp in level}
+        found += sorted(level)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _accelerate_cmd(base: Path, data: Path, out: Path, *overrides: str) -> list[str]:
@@ -527,8 +538,20 @@ def test_accelerate_two_processes_reach_the_single_process_loss_and_resume_after
     while not (out / "checkpoint-2" / "trainer_state.json").exists() and proc.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint-2 within 10 minutes"
         time.sleep(0.2)
+    # torchrun starts each rank in a session of its own: the launcher's process group does not hold them, and
+    # ranks left running would go on writing checkpoints beside the resumed run
+    launch = _descendants(proc.pid)
+    assert len(launch) >= 2, launch  # both ranks
     os.killpg(proc.pid, signal.SIGKILL)
+    for pid in launch:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
+    while any(_alive(pid) for pid in launch):
+        assert time.monotonic() < deadline, "a rank outlived kill -9"
+        time.sleep(0.1)
     assert not (out / "train_summary.json").exists()
     res = subprocess.run(_accelerate_cmd(base_model, data, out, "max_steps=5", "save_strategy=steps", "save_steps=1",
                                          "save_total_limit=2"), capture_output=True, text=True, timeout=900)  # fmt: skip
