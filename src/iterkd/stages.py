@@ -217,10 +217,10 @@ class StagePin:
         doc = read_json(self.pin_file)
         return None if doc is None else {**_as_json(self.assumed), **doc}
 
-    def write(self, settings: dict | None = None) -> None:
+    def write(self) -> None:
         from iterkd.io import atomic_write_json
 
-        atomic_write_json(self.pin_file, _as_json(self.settings if settings is None else settings))
+        atomic_write_json(self.pin_file, _as_json(self.settings))
 
 
 def _as_json(obj):
@@ -238,8 +238,10 @@ def settings_diff(old: dict, new: dict) -> list[tuple[str, object, object]]:
 class Plan:
     """The stages of one run (``holder``: e.g. "run_dir runs/x"), in the order they run."""
 
-    def __init__(self, holder: str, stages: list[StagePin], hint: str = "use another run_dir") -> None:
-        self.holder, self.stages, self.hint = holder, stages, hint
+    hint = "use another run_dir"  # the way out a refusal names first
+
+    def __init__(self, holder: str, stages: list[StagePin]) -> None:
+        self.holder, self.stages = holder, stages
         self._by_output = {Path(p).resolve(): s for s in stages for p in s.outputs}
 
     def check(self, legacy: Callable[[], Plan | None] = lambda: None) -> None:
