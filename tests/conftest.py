@@ -53,12 +53,12 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def served_teacher():
-    """One llama.cpp server of ``TEACHER`` for the session (one thread, ``TEACHER_SLOTS`` slots), started as a
+    """One llama.cpp server of ``TEACHER`` for the session (two threads, ``TEACHER_SLOTS`` slots), started as a
     config's ``teacher: {served_model: ...}`` starts it; the yielded generator owns the server (``base_url``,
     ``model``). Tests talk to it through ``teacher_client``."""
     from iterkd.teacher import load_teacher
 
-    gen = load_teacher(served_model=TEACHER, server_threads=1, concurrency=TEACHER_SLOTS, cache_path=":memory:")
+    gen = load_teacher(served_model=TEACHER, server_threads=2, concurrency=TEACHER_SLOTS, cache_path=":memory:")
     yield gen
     gen.close()
 
@@ -103,8 +103,8 @@ def served_student():
 
 @pytest.fixture(scope="session")
 def base_model(tmp_path_factory):
-    """The registry GGUF loaded by the training loader (de-quantised), saved as a transformers directory: the
-    starting point of the training tests (loading it takes a second; de-quantising the GGUF takes 20-45 s)."""
+    """The registry GGUF loaded by the training loader (from its de-quantised copy, models/dequantize.py), saved as
+    a transformers directory of the test session: the starting point of the training tests."""
     from iterkd.train import load_config
     from iterkd.train.sft import load_model_and_tokenizer
 

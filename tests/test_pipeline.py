@@ -71,7 +71,7 @@ def test_stand_end_to_end_then_resume(tmp_path):
         f"run_dir={run}",
         f"seed_tasks={EASY}",
         "student=smollm2-135m-instruct",
-        f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 160, server_threads: 1, cache_path: {tmp_path / 'cache.sqlite'}}}",
+        f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 160, server_threads: 2, cache_path: {tmp_path / 'cache.sqlite'}}}",
         "train={max_steps: 2, per_device_train_batch_size: 2, gradient_accumulation_steps: 1, max_length: 384, save_steps: 1, logging_steps: 1}",
         f"eval={{benchmarks: [{EASY}], max_tokens: 160, backend: auto, export_gguf: q8_0}}",
     ]
@@ -140,7 +140,7 @@ def test_shared_stage_dir_reuses_records_and_refuses_other_settings(tmp_path):
         f"seed_tasks={EASY}", f"stage_dir={stages}", "batch_size=3",
         "student_sampling={temperature: 0.3, max_tokens: 8, seed: 0}",  # too short to pass: every task is failed
         f"student_backend={'llama-server' if native_server() else 'auto'}",
-        f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 160, server_threads: 1, cache_path: {tmp_path / 'cache.sqlite'}}}",
+        f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 160, server_threads: 2, cache_path: {tmp_path / 'cache.sqlite'}}}",
     ]  # fmt: skip
     stand = load_distill_config(None, common + [f"run_dir={tmp_path / 'a'}"], "stand")
     card = build_data(stand, Path(stand.run_dir), progress=False)
@@ -198,15 +198,23 @@ def _cache_rows(path: Path) -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)  # minutes on an idle 2-core VM; room for a loaded one
-def test_iterkd_two_rounds_then_resume_without_a_teacher_call(tmp_path, monkeypatch):
-    """Two real rounds (SmolLM2-135M as teacher, judge and student: it writes few pairs and no new question, so
-    the second round's pool is the first round's hard seeds); then a round whose summary was lost is rebuilt
-    from its stage records without starting the teacher."""
+def test_iterkd_stopped_killed_resumed_extended_and_refused(tmp_path, monkeypatch):
+    """One IterKD run through what a user's run meets (SmolLM2-135M as teacher, judge and student: it writes few
+    pairs and no new question, so the second round's pool is the first round's hard seeds): stopped by its teacher
+    budget; killed with kill -9 while the teacher answers a stage, then the same command again (no record lost,
+    no request paid twice); raised from one round to two; a round whose summary was lost rebuilt from its stage
+    records without starting the teacher; reruns with settings that decide records refused."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
     from iterkd.pipeline import run_distill
     from iterkd.teacher import BudgetExceeded
 
-    run = tmp_path / "run"
-    teacher = f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 128, server_threads: 1, cache_path: {tmp_path / 'c.sqlite'}}}"
+    run, cache = tmp_path / "run", tmp_path / "c.sqlite"
+    teacher = f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 128, server_threads: 2, cache_path: {cache}}}"
     evals = f"eval={{benchmarks: [{EASY}], max_tokens: 128}}"
     args = [*ITERKD, teacher, evals, f"run_dir={run}", "iterkd.rounds=2"]
     # a run budget of 1 token: the first teacher batch is sent, the next one is refused; the run stops cleanly
@@ -217,17 +225,40 @@ def test_iterkd_two_rounds_then_resume_without_a_teacher_call(tmp_path, monkeypa
     first = (run / "rounds" / "r1" / "data" / "teacher_direct.jsonl").read_text().splitlines()
     faulty = run / "rounds" / "r1" / "data" / "teacher_faulty.jsonl"
     assert len(first) == 6 and (not faulty.exists() or faulty.read_text() == "")  # refused before its first batch
-    # rerun without the budget for one round: it goes on from there
-    one = run_distill(load_distill_config(None, [*args, "iterkd.rounds=1"], "iterkd"), progress=False)
+
+    # `iterkd distill` for one round, killed with kill -9 while the teacher answers r1/teacher-faulty (12 requests,
+    # asked 8 at a time, one at a time by the teacher: its llama-server dies with it), then the same run again
+    one_round = [*args, "iterkd.rounds=1"]
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    proc = subprocess.Popen([sys.executable, "-m", "iterkd", "distill", "--method", "iterkd", *one_round,
+                             "teacher.concurrency=1"], env=dict(os.environ, PYTHONPATH=src),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 900
+    while proc.poll() is None and time.monotonic() < deadline:
+        if faulty.exists() and faulty.read_text().endswith("\n"):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # still answering the stage
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = faulty.read_text()
+    cached_before = _cache_rows(cache)
+    one = run_distill(load_distill_config(None, one_round, "iterkd"), progress=False)
+    assert faulty.read_text().startswith(before)  # nothing written before the kill was lost or rewritten
+    keys = [json.loads(line)["key"] for line in faulty.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 12 == one["rounds"][0]["pairs"]["faulty_asked"]
+    # every call the rerun paid for was a new request (a row of the cache)
+    assert _cache_rows(cache) == cached_before + one["teacher_this_call"]["usage"]["calls"]
     assert [r["round"] for r in one["rounds"]] == [1] and not (run / "rounds" / "r2").exists()
+
     # then raise rounds (a setting that only extends a run): round 2 runs, round 1 is kept; no call is paid for
     # twice (round 2 asks again for the hard seeds of round 1, which the cache answers: every paid call is a new
     # row of the cache)
-    cached_before = _cache_rows(tmp_path / "c.sqlite")
+    cached_before = _cache_rows(cache)
     summary = run_distill(load_distill_config(None, args, "iterkd"), progress=False)
     assert summary["rounds"][0] == one["rounds"][0]
     assert summary["stopped"] is None
-    assert _cache_rows(tmp_path / "c.sqlite") == cached_before + summary["teacher_this_call"]["usage"]["calls"]
+    assert _cache_rows(cache) == cached_before + summary["teacher_this_call"]["usage"]["calls"]
     assert (run / "rounds" / "r1" / "data" / "teacher_direct.jsonl").read_text().splitlines() == first
     r1, r2 = summary["rounds"]
     # the per-round curve: the base student, then each round's student, on the eval benchmark
@@ -273,44 +304,3 @@ def test_iterkd_two_rounds_then_resume_without_a_teacher_call(tmp_path, monkeypa
     monkeypatch.setitem(prompts.PROMPT_VERSIONS, "judge", "v2")
     with pytest.raises(UserError, match="r1/judge was made with prompt_version:judge = 'v1', not 'v2'"):
         run_distill(load_distill_config(None, args, "iterkd"), progress=False)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1500)  # minutes on an idle 2-core VM; room for a loaded one
-def test_iterkd_killed_mid_stage_resumes_without_asking_twice(tmp_path):
-    """kill -9 while the teacher answers a stage (its llama-server dies with it), then the same command again:
-    the records written before the kill are kept as they were, and no request reaches the teacher twice
-    (the rerun pays only for calls its cache did not have)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from iterkd.pipeline import run_distill
-
-    run, cache = tmp_path / "run", tmp_path / "c.sqlite"
-    teacher = f"teacher={{served_model: smollm2-135m-instruct, temperature: 0.0, max_tokens: 128, server_threads: 1, concurrency: 1, cache_path: {cache}}}"
-    args = [*ITERKD, teacher, "eval={benchmarks: []}", f"run_dir={run}", "iterkd.rounds=1", "iterkd.judge=false"]
-    faulty = run / "rounds" / "r1" / "data" / "teacher_faulty.jsonl"  # 12 requests, asked 8 at a time
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    proc = subprocess.Popen([sys.executable, "-m", "iterkd", "distill", "--method", "iterkd", *args],
-                            env=dict(os.environ, PYTHONPATH=src), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    deadline = time.monotonic() + 900
-    while proc.poll() is None and time.monotonic() < deadline:
-        if faulty.exists() and faulty.read_text().endswith("\n"):
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # still answering the stage
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    before = faulty.read_text()
-    cached_before = _cache_rows(cache)
-    summary = run_distill(load_distill_config(None, args, "iterkd"), progress=False)
-    assert faulty.read_text().startswith(before)  # nothing written before the kill was lost or rewritten
-    keys = [json.loads(line)["key"] for line in faulty.read_text().splitlines()]
-    assert len(keys) == len(set(keys)) == 12
-    assert (
-        _cache_rows(cache) == cached_before + summary["teacher_this_call"]["usage"]["calls"]
-    )  # every call the rerun paid for was a new request
-    assert summary["rounds"][0]["pairs"]["faulty_asked"] == 12

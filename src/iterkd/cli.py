@@ -240,8 +240,10 @@ def train(
     from iterkd.io import ensure_out_dir
     from iterkd.train import load_config
     from iterkd.train import train as run_training
+    from iterkd.train.launch import die_with_launcher
     from iterkd.train.sft import is_main_process
 
+    die_with_launcher()
     cfg = load_config(config, _out_override(out, overrides or [], "output_dir"), objective)
     ensure_out_dir(cfg.output_path, "output_dir")  # before torch and the model load
     final = run_training(cfg)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from iterkd.errors import UserError
+from iterkd.process import die_with_parent
 
 # Servers still running, stopped at interpreter exit if their owner forgot (weak: no leak of stopped ones).
 _LIVE: weakref.WeakSet[ManagedServer] = weakref.WeakSet()
@@ -83,13 +84,6 @@ def tail(path: str | Path | None, lines: int = 20, max_chars: int = 4000) -> str
         return ""
     out = "\n".join(text.rstrip().splitlines()[-lines:])
     return out[-max_chars:]
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class _PortInUse(Exception):
@@ -232,7 +226,7 @@ class ManagedServer:
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,  # own process group: Ctrl-C goes to us, we stop it; killpg reaps all
-                    preexec_fn=_die_with_parent if self.die_with_parent else None,
+                    preexec_fn=die_with_parent if self.die_with_parent else None,
                 )
             except OSError as e:
                 raise UserError(f"{self.name}: could not start {cmd[0]}: {e}") from e

@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from iterkd.errors import UserError
+from iterkd.process import die_with_parent, kill_on_parent_death
 from iterkd.train.config import TrainConfig
 
 
@@ -37,7 +39,17 @@ def launch_training(tcfg: TrainConfig, launcher: str) -> Path:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launcher),
            "--main_process_port", str(free_port()), "-m", "iterkd", "train", "--objective", tcfg.objective,
            "--config", str(out / "launch_config.yaml")]  # fmt: skip
-    code = subprocess.run(cmd).returncode
+    # killed with this process (kill -9 of `iterkd distill`): accelerate stops its ranks on SIGTERM, and each rank
+    # also dies with accelerate (die_with_launcher)
+    code = subprocess.run(cmd, preexec_fn=die_with_parent).returncode
     if code != 0 or not (tcfg.final_dir / "config.json").exists():
         raise UserError(f"training under accelerate failed (exit {code}; its output is above): {' '.join(cmd)}")
     return tcfg.final_dir
+
+
+def die_with_launcher() -> None:
+    """In a rank of ``accelerate launch`` / torchrun (``LOCAL_RANK`` set): die when the launcher dies. torchrun starts
+    each rank in a session of its own, so a launcher killed with kill -9 would leave its ranks running, writing
+    checkpoints beside the resumed run."""
+    if "LOCAL_RANK" in os.environ:
+        kill_on_parent_death()

@@ -58,29 +58,32 @@ def _import_stack():
 
 
 def load_model_and_tokenizer(cfg: TrainConfig):
-    """Load ``cfg.model`` (through the registry: GGUF files are de-quantised into transformers) for training.
+    """Load ``cfg.model`` (through the registry: GGUF files are de-quantised into transformers; a registry model
+    once, then from its cached transformers directory, models/dequantize.py) for training.
 
     Returns ``(model, tokenizer, ref)``. The tokenizer gets a pad token (its EOS when it has none) and right
     padding."""
     import torch
     import transformers
 
+    from iterkd.models.dequantize import transformers_ref
     from iterkd.models.registry import resolve
 
     ref = resolve(cfg.model)
-    kw = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
+    src = transformers_ref(ref)
+    kw = {"gguf_file": src.gguf_file} if src.gguf_file else {}
     model_kw = dict(kw)
-    if ref.gguf_file:
+    if src.gguf_file:
         # Unpack every GGUF block into dense weights; without dequantize=True transformers marks the model as
         # quantized (not trainable, not saveable) even when its layers are plain Linear layers.
         model_kw["quantization_config"] = transformers.GgufConfig(dequantize=True)
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(ref.location, **kw)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(src.location, **kw)
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            ref.location, dtype=getattr(torch, cfg.dtype), **model_kw
+            src.location, dtype=getattr(torch, cfg.dtype), **model_kw
         )
     except (OSError, ValueError) as e:
-        raise UserError(f"transformers could not load {ref.location}: {e}") from e
+        raise UserError(f"transformers could not load {src.location}: {e}") from e
     if getattr(model, "is_quantized", False):
         raise UserError(f"{ref.name}: transformers loaded it as a quantized model, which cannot be fine-tuned")
     if tokenizer.pad_token_id is None:

@@ -17,6 +17,7 @@ import time
 
 from iterkd.errors import UserError
 from iterkd.models.base import BaseGenerator, Completion, SamplingParams, copies, sample_seed, truncate_at_stop
+from iterkd.models.dequantize import transformers_ref
 from iterkd.models.registry import ModelRef
 
 
@@ -52,16 +53,17 @@ class HFGenerator(BaseGenerator):
         else:
             torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.dtype = torch_dtype
+        src = transformers_ref(ref)  # a registry GGUF: its de-quantised weights, made once
         kw = {"trust_remote_code": trust_remote_code}
-        if ref.gguf_file:
-            kw["gguf_file"] = ref.gguf_file
+        if src.gguf_file:
+            kw["gguf_file"] = src.gguf_file
         try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(ref.location, **kw)
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(src.location, **kw)
             self.model = transformers.AutoModelForCausalLM.from_pretrained(
-                ref.location, dtype=torch_dtype, **kw, **extra
+                src.location, dtype=torch_dtype, **kw, **extra
             )
         except (OSError, ValueError) as e:
-            raise UserError(f"transformers could not load {ref.location}: {e}") from e
+            raise UserError(f"transformers could not load {src.location}: {e}") from e
         self.model.to(self.device)
         self.model.eval()
         tok = self.tokenizer
