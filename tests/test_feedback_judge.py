@@ -45,7 +45,7 @@ def test_a_real_judge_scores_resumes_and_counts(tmp_path, teacher_client):
         for t in tasks
         for i, code in enumerate([t.canonical_solution, "def f():\n    return None\n"])
     ]
-    params = SamplingParams(temperature=0.0, max_tokens=160)
+    params = SamplingParams(temperature=0.0, max_tokens=96)
     path = tmp_path / "judge.jsonl"
     judge = teacher_client(tmp_path / "c.sqlite")
     try:

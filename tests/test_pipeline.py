@@ -176,7 +176,7 @@ ITERKD = [
     "student=smollm2-135m-instruct",
     "student_sampling={temperature: 0.0, max_tokens: 128}",
     "train={max_steps: 1, per_device_train_batch_size: 2, gradient_accumulation_steps: 1, max_length: 256, save_steps: 1, logging_steps: 1}",
-    "iterkd={n_faulty: 2, judge_max_tokens: 64, question_max_tokens: 160}",
+    "iterkd={n_faulty: 2, judge_max_tokens: 64, question_max_tokens: 112}",
 ]  # fmt: skip
 
 
@@ -227,11 +227,11 @@ def test_iterkd_stopped_killed_resumed_extended_and_refused(tmp_path, monkeypatc
     assert len(first) == 6 and (not faulty.exists() or faulty.read_text() == "")  # refused before its first batch
 
     # `iterkd distill` for one round, killed with kill -9 while the teacher answers r1/teacher-faulty (12 requests,
-    # asked 8 at a time, one at a time by the teacher: its llama-server dies with it), then the same run again
+    # asked 4 at a time, one at a time by the teacher: its llama-server dies with it), then the same run again
     one_round = [*args, "iterkd.rounds=1"]
     src = str(Path(__file__).resolve().parents[1] / "src")
     proc = subprocess.Popen([sys.executable, "-m", "iterkd", "distill", "--method", "iterkd", *one_round,
-                             "teacher.concurrency=1"], env=dict(os.environ, PYTHONPATH=src),
+                             "teacher.concurrency=1", "batch_size=4"], env=dict(os.environ, PYTHONPATH=src),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     deadline = time.monotonic() + 900
     while proc.poll() is None and time.monotonic() < deadline:
