@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from iterkd.methods.questions import NearDuplicates, QuestionWriter, parse_question, validate
+from iterkd.methods.questions import NearDuplicates, QuestionWriter, near_duplicates, parse_question, validate
 from iterkd.sandbox import Limits
 from iterkd.tasks import Task, load_task_file
 
@@ -52,6 +52,56 @@ def test_near_duplicates_are_found_and_different_questions_pass():
     dedup = NearDuplicates(0.7, ["Write a function that returns the largest of three numbers given as arguments."])
     assert dedup.seen("Write a function that returns the largest of three numbers given as arguments!")
     assert not dedup.seen("Write a function that counts the vowels in a string, ignoring the letter y.")
+
+
+def test_the_teacher_sees_the_seed_its_solution_and_for_hard_seeds_the_students_failing_answer():
+    import dataclasses
+
+    from iterkd.codegen.prompts import question_messages
+    from iterkd.tasks import load_mbpp
+
+    seed = load_mbpp("validation")[0]
+    attempt = ("def f(x):\n    return x\n", "INPUT: f(2)\nEXPECTED: 4\nGOT: 2")
+    easy = question_messages(seed, "easy", attempt=attempt)[0]["content"]
+    hard = question_messages(seed, "hard", 1, 2, attempt)[0]["content"]
+    for text in (easy, hard):
+        assert seed.prompt.split("\n")[0] in text and seed.canonical_solution.strip() in text
+        assert "ITS VERIFIED SOLUTION" in text and "QUESTION: <" in text
+    assert "rarer and different" in easy and "FAILED" not in easy  # easy: a new idea; the student solved it
+    assert "same task type" in hard and "WHICH FAILED" in hard and "GOT: 2" in hard and "exercise 2 of 2" in hard
+    bare = dataclasses.replace(seed, canonical_solution=None)
+    assert "ITS VERIFIED SOLUTION" not in question_messages(bare, "medium")[0]["content"]
+
+
+def test_rewordings_are_near_duplicates_and_variants_are_not():
+    """The smoke run's repeats (issue 31), which word 5-grams missed; its variants are new exercises."""
+    from iterkd.methods.dedup import Exercises, Features, similarity
+
+    seen = near_duplicates("words", 0.8, ["Write a function to find the largest number in a given list."])
+    assert seen.seen("Write a Python function to find the maximum number in a list of integers.")
+    assert not near_duplicates("minhash", 0.7, ["Write a function to find the largest number in a given list."]).seen(
+        "Write a Python function to find the maximum number in a list of integers."
+    )
+    for variant in ("Write a Python function to find the smallest number in a list.",
+                    "Write a function to find the sum of all even numbers in a given list.",
+                    "Write a function to find the maximum value in a given tuple of tuples."):  # fmt: skip
+        assert not seen.seen(variant), variant
+    index = Exercises(0.8)
+    index.add("even", "Write a Python function to count the number of even numbers in a given list.")
+    index.add("prime", "Write a function to check if the given integer is a prime number.")
+    assert index.match("Write a function to check if a given number is a prime number.")[0] == "prime"
+    assert index.match("Write a function to count the number of even numbers in a list of integers.")[0] == "even"
+    assert index.match("Write a function to calculate the factorial of a given number.") is None
+    # the solution's calls and AST shape, when weighed in: a docstring changes nothing, another algorithm does
+    plain = "def f(xs):\n    return max(xs)\n"
+    documented = 'def f(xs):\n    """The largest."""\n    return max(xs)\n'
+    loop = (
+        "def f(xs):\n    best = xs[0]\n    for x in xs:\n        if x > best:\n            best = x\n    return best\n"
+    )
+    text = "Find the largest number in a list."
+    assert similarity(Features.of(text, plain), Features.of(text, documented), code_weight=0.5) == 1.0
+    assert similarity(Features.of(text, plain), Features.of(text, loop), code_weight=0.5) < 0.8
+    assert similarity(Features.of(text, plain), Features.of(text, loop)) == 1.0  # words only: the default
 
 
 @pytest.mark.slow

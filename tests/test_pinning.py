@@ -28,11 +28,14 @@ def smoke(tmp_path):
     return run
 
 
+OLD_DEDUP = "iterkd.dedup=minhash"  # what the smoke run was made with (its config.yaml predates the key)
+
+
 def _check(run: Path, *overrides: str):
-    from iterkd.pipeline.iterkd import plan
+    from iterkd.pipeline.iterkd import RECORDED_BEFORE, plan
 
     cfg = load_distill_config(run / "config.yaml", [f"run_dir={run}", *overrides])
-    resume_check(cfg, plan)
+    resume_check(cfg, plan, RECORDED_BEFORE)
     return cfg
 
 
@@ -68,18 +71,19 @@ def test_a_changed_setting_is_refused_before_any_work_naming_stage_key_and_value
 def test_a_reworded_prompt_family_is_refused(smoke, monkeypatch):
     from iterkd.codegen import prompts
 
-    _check(smoke)  # the committed run pins itself (v1 wordings) and passes
+    _check(smoke, OLD_DEDUP)  # the committed run pins itself (v1 wordings) and passes
     monkeypatch.setitem(prompts.PROMPT_VERSIONS, "teacher-faulty", "v2")
     with pytest.raises(
         UserError, match="stage r1/teacher-faulty was made with prompt_version:teacher-faulty = 'v1', not 'v2'"
     ):
-        _check(smoke)
+        _check(smoke, OLD_DEDUP)
 
 
 def test_settings_that_only_extend_a_run_or_move_it_may_change(smoke):
     """rounds, budgets, evaluation benchmarks, batch sizes and locations; the saved config.yaml follows."""
     extend = ["iterkd.rounds=6", "iterkd.budget.run_tokens=900000", "batch_size=4", "teacher.concurrency=2",
-              f"teacher.cache_path={smoke / 'other.sqlite'}", "eval.benchmarks=[humaneval, mbpp]", "eval.batch_size=4"]  # fmt: skip
+              f"teacher.cache_path={smoke / 'other.sqlite'}", "eval.benchmarks=[humaneval, mbpp]", "eval.batch_size=4",
+              OLD_DEDUP]  # fmt: skip
     _check(smoke, *extend)
     saved = load_distill_config(smoke / "config.yaml", [])
     assert saved.iterkd.rounds == 6 and saved.iterkd.budget.run_tokens == 900000 and saved.eval["batch_size"] == 4
@@ -90,13 +94,25 @@ def test_settings_that_only_extend_a_run_or_move_it_may_change(smoke):
 
 def test_pins_are_written_and_then_decide_over_config_yaml(smoke):
     """Once a stage is pinned, its pin file decides, whatever config.yaml says (edited by hand here)."""
-    _check(smoke)
+    _check(smoke, OLD_DEDUP)
     pin = smoke / "rounds" / "r1" / "data" / "teacher_faulty.jsonl.settings.json"
     assert json.loads(pin.read_text())["iterkd.n_faulty"] == 2
     text = (smoke / "config.yaml").read_text().replace("n_faulty: 2", "n_faulty: 3")
     (smoke / "config.yaml").write_text(text)
     with pytest.raises(UserError, match="r1/teacher-faulty was made with iterkd.n_faulty = 2, not 3"):
         _check(smoke)
+
+
+def test_a_setting_added_later_keeps_the_meaning_it_had_for_older_runs(smoke):
+    """iterkd.dedup came after the smoke run: its config.yaml (and a pin file without the key) means minhash, the
+    only de-duplication then, not today's default; resuming it with the new default is refused, naming the key."""
+    assert load_distill_config(smoke / "config.yaml", [f"run_dir={smoke}"]).iterkd.dedup == "words"
+    with pytest.raises(UserError, match="stage r1/questions was made with iterkd.dedup = 'minhash', not 'words'"):
+        _check(smoke)
+    _check(smoke, OLD_DEDUP)  # the same run, told what it was made with: accepted, and pinned so
+    pin = smoke / "rounds" / "r1" / "data" / "questions.jsonl.settings.json"
+    assert json.loads(pin.read_text())["iterkd.dedup"] == "minhash"
+    assert load_distill_config(smoke / "config.yaml", [f"run_dir={smoke}"]).iterkd.dedup == "minhash"
 
 
 def test_stage_engine_pins_a_stage_when_it_begins(tmp_path):

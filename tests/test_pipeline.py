@@ -62,6 +62,27 @@ def test_rewording_a_prompt_makes_a_shared_stage_dir_refuse(tmp_path, monkeypatc
         _stage_dir(cfg, tmp_path / "a")
 
 
+def test_the_committed_shared_stage_dirs_still_accept_the_settings_they_were_made_with(tmp_path):
+    """experiments/persd-mini's rows share stage directories pinned before per-stage pins and typed sections (a
+    teacher's unset keys recorded as null, no prompt family recorded): the experiment's own config still fits."""
+    import shutil
+
+    from iterkd.pipeline.distill import _stage_dir
+
+    root = Path(__file__).resolve().parents[1] / "experiments" / "persd-mini"
+    for stages, extra in (("stages", []), ("stages-qwen05", ["student=qwen2.5-coder-0.5b-instruct"])):
+        copy = tmp_path / stages
+        copy.mkdir()
+        shutil.copyfile(root / stages / "stage_settings.json", copy / "stage_settings.json")
+        for method in ("stand", "persd-combine"):
+            cfg = load_distill_config(root / "config.yaml", [f"run_dir={tmp_path / 'r'}", f"stage_dir={copy}", *extra],
+                                      method)  # fmt: skip
+            assert _stage_dir(cfg, tmp_path / "r") == copy
+        with pytest.raises(UserError, match="other settings.*max_tokens"):
+            _stage_dir(load_distill_config(root / "config.yaml", [f"run_dir={tmp_path / 'r'}", f"stage_dir={copy}",
+                                                                  "teacher.max_tokens=256", *extra]), tmp_path / "r")  # fmt: skip
+
+
 @pytest.mark.slow
 def test_stand_end_to_end_then_resume(tmp_path):
     from iterkd.pipeline import run_distill

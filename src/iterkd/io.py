@@ -156,11 +156,12 @@ class ProgressLog:
 def pin_settings(path: Path, wanted: dict, holder: str, hint: str, assumed: dict | None = None) -> None:
     """Resumable outputs remember the settings that made them: write ``wanted`` to ``path`` (JSON) the first time,
     and later refuse (UserError naming what changed) to add to ``holder`` under other settings. ``assumed``: the
-    value a key had when older pin files did not record it yet (e.g. a prompt family's version)."""
+    value a key had when older pin files did not record it yet (e.g. a prompt family's version). Keys the pin file
+    holds beyond ``wanted`` (settings of outputs this caller does not make) are not compared."""
     wanted = json.loads(json.dumps(wanted))  # as it reads back (tuples -> lists)
     previous = read_json(path) if path.exists() else None
     if previous is not None:
-        previous = {**json.loads(json.dumps(assumed or {})), **previous}
+        previous = {k: v for k, v in {**json.loads(json.dumps(assumed or {})), **previous}.items() if k in wanted}
         if previous != wanted:
             keys = list(wanted) + [k for k in previous if k not in wanted]
             diff = ", ".join(

@@ -104,7 +104,7 @@ PROMPT_VERSIONS = {
     "teacher-faulty": "v1",
     "teacher-mutate": "v1",
     "judge": "v1",
-    "question": "v1",
+    "question": "v2",  # v2: the seed's verified solution and the student's failing answer; SODA's directions
 }
 PROMPT_VERSION = PROMPT_VERSIONS["student"]  # what eval results record (generation.settings.prompt_version)
 
@@ -282,30 +282,48 @@ def judge_messages(task, code: str, variant: str = "trace") -> list[dict]:
     return user(JUDGE.format(task=task_statement(task), code=code.strip(), rubric=JUDGE_RUBRIC, steps=steps))
 
 
-# IterKD Stage III: a new exercise from a seed question, by the seed's difficulty bucket (SODA's directions; our
-# wording) in the project's task format, which the answer parser (iterkd.methods.questions) reads back.
+# IterKD Stage III: a new exercise from a seed question, by the seed's difficulty bucket (SODA's directions, read in
+# ../shared/docs/methods.md 2.5: easy -> a rarer, different problem of the same domain; medium and hard -> the same
+# domain and task type, similar length and difficulty; our wording) in the project's task format, which the answer
+# parser (iterkd.methods.questions) reads back. The teacher sees what it needs to aim: the seed, its verified
+# solution, and for medium and hard seeds the student's failing answer with its verdict.
 QUESTION_DIRECTIONS = {
-    "easy": "The student solves exercises like this one already. Write a new exercise in the same domain that is "
-    "rarer and different: another idea, not a variation of this one.",
-    "medium": "Write a new exercise of the same domain and the same task type as this one, with a different "
-    "function and different details.",
+    "easy": "The student already solves exercises like this one. Draw inspiration from it to write a brand-new "
+    "exercise in the same domain that is rarer and different: another idea, not a rewording or a variation of this "
+    "one, with similar length and difficulty.",
+    "medium": "Write a new exercise of the same domain and the same task type as this one, with similar length and "
+    "difficulty, that practises what the student's answer got wrong: a different function and different details, "
+    "not a rewording of this exercise.",
     "hard": "The student fails exercises like this one. Write a new exercise of the same domain and the same task "
-    "type that practises the same skill, with a different function and different details.",
+    "type, with similar length and difficulty, that practises the skill the student's answer got wrong: a different "
+    "function and different details, not a rewording of this exercise.",
 }
 TEACHER_QUESTION = (
-    "You write Python programming exercises with tests.\n\nEXAMPLE EXERCISE:\n{seed}\n\n{direction}\n\n"
-    "Answer in exactly this format:\n"
+    "You write Python programming exercises with tests for a student.\n\nEXAMPLE EXERCISE:\n{seed}\n\n{context}"
+    "{direction}\n\nAnswer in exactly this format:\n"
     "QUESTION: <the exercise in one or two sentences>\n"
     "FUNCTION: <the function name>\n"
     "SOLUTION:\n```python\n<a correct reference solution>\n```\n"
     "TESTS:\n```python\n<at least 3 lines, each one assert that calls the function>\n```"
 )
+QUESTION_SOLUTION = "ITS VERIFIED SOLUTION:\n```python\n{code}\n```\n\n"
+QUESTION_ATTEMPT = "THE STUDENT'S ANSWER, WHICH FAILED:\n```python\n{code}\n```\nVerdict:\n{verdict}\n\n"
 QUESTION_RETRY = "This exercise was rejected: {reason}\nWrite it again, correct, in exactly the same format."
 
 
-def question_messages(seed_task, bucket: str, j: int = 0, k: int = 1) -> list[dict]:
-    """The teacher is asked for new exercise ``j`` (of ``k`` from this seed) from ``seed_task`` for ``bucket``."""
+def question_messages(
+    seed_task, bucket: str, j: int = 0, k: int = 1, attempt: tuple[str, str] | None = None
+) -> list[dict]:
+    """The teacher is asked for new exercise ``j`` (of ``k`` from this seed) from ``seed_task`` for ``bucket``,
+    shown the seed's verified solution (when it has one) and, for medium and hard seeds, ``attempt``: the
+    student's failing answer and its verdict (code, verdict text)."""
     direction = QUESTION_DIRECTIONS[bucket]
     if k > 1:  # distinct conversations: distinct samples (and cache keys) for each of the k exercises
         direction += f" This is exercise {j + 1} of {k} written from this example: make it differ from the others."
-    return user(TEACHER_QUESTION.format(seed=task_statement(seed_task), direction=direction))
+    solution = (getattr(seed_task, "canonical_solution", None) or "").strip()
+    context = QUESTION_SOLUTION.format(code=solution) if solution else ""
+    if attempt is not None and bucket != "easy" and attempt[0].strip():
+        context += QUESTION_ATTEMPT.format(
+            code=attempt[0].strip(), verdict=attempt[1].strip()[:600] or "it fails the tests"
+        )
+    return user(TEACHER_QUESTION.format(seed=task_statement(seed_task), context=context, direction=direction))

@@ -8,8 +8,9 @@ proven by execution, de-duplicated and decontaminated before they enter the next
 A question is accepted when: its answer parses (QUESTION / FUNCTION / SOLUTION / TESTS, >= ``min_tests``
 asserts that call the function); the reference solution passes every test; the tests are not trivial (they fail
 on a body that does nothing and on ``return None``, and on the seed's own solution when it has the same
-function name); it is not a near-duplicate of the pool or of an earlier new question (MinHash over word
-5-grams of the question text, Jaccard >= ``dedup_threshold``); and it does not overlap HumanEval or the MBPP test
+function name); it is not a near-duplicate of the pool or of an earlier new question (``dedup`` "words": the
+paraphrase-aware similarity of methods.dedup >= ``dedup_threshold``; "minhash": MinHash over word 5-grams of the
+question text); and it does not overlap HumanEval or the MBPP test
 split (the n-gram check of ``decontam`` plus a case-insensitive substring check of prompts and solutions).
 """
 
@@ -134,6 +135,30 @@ class NearDuplicates:
         self.n += 1
 
 
+class _Paraphrases:
+    """methods.dedup's similarity of statements, with the interface of NearDuplicates."""
+
+    def __init__(self, threshold: float, texts: list[str] = ()) -> None:
+        from iterkd.methods.dedup import Exercises
+
+        self.index = Exercises(threshold)
+        for text in texts:
+            self.add(text)
+
+    def seen(self, text: str) -> bool:
+        return self.index.match(text) is not None
+
+    def add(self, text: str) -> None:
+        self.index.add(str(len(self.index.items)), text)
+
+
+def near_duplicates(kind: str, threshold: float, texts: list[str] = ()):
+    """The de-duplication of ``kind`` ("words": paraphrase-aware, methods.dedup; "minhash": word 5-grams)."""
+    if kind not in ("words", "minhash"):
+        raise ValueError(f"unknown de-duplication {kind!r}")
+    return _Paraphrases(threshold, texts) if kind == "words" else NearDuplicates(threshold, texts)
+
+
 def _text_records(batch: list[Request], completions: list, seconds: float) -> list[dict]:
     return [
         {"key": r.key, **r.meta, "text": c.text, "prompt_tokens": c.prompt_tokens,
@@ -142,14 +167,16 @@ def _text_records(batch: list[Request], completions: list, seconds: float) -> li
     ]  # fmt: skip
 
 
-def _requests(seeds: dict[str, list[Task]], per_seed: dict[str, int]) -> list[Request]:
+def _requests(seeds: dict[str, list[Task]], per_seed: dict[str, int], attempts: dict | None = None) -> list[Request]:
     out = []
     for bucket, tasks in seeds.items():
         k = per_seed.get(bucket, 1)
         for seed in tasks:
+            attempt = (attempts or {}).get(seed.task_id)
             for j in range(k):
                 meta = {"seed_id": seed.task_id, "bucket": bucket, "j": j}
-                out.append(Request(f"{seed.task_id}|{bucket}|{j}", seed, question_messages(seed, bucket, j, k), meta))
+                messages = question_messages(seed, bucket, j, k, attempt)
+                out.append(Request(f"{seed.task_id}|{bucket}|{j}", seed, messages, meta))
     return out
 
 
@@ -173,7 +200,8 @@ class QuestionWriter:
     data_dir: Path
     round_: int = 1
     min_tests: int = 3
-    dedup_threshold: float = 0.7
+    dedup: str = "words"  # methods.dedup (paraphrase-aware) or "minhash" (word 5-grams of the text)
+    dedup_threshold: float = 0.8
     batch_size: int = 8
     progress: bool = True
     tasks_file: Path | None = None  # where the accepted questions go (default DATA_DIR/new_tasks.jsonl)
@@ -200,14 +228,16 @@ class QuestionWriter:
         stats.failed_reference, stats.trivial_tests = why.count("reference"), why.count("trivial")
         return [(r, checked[r.key]) for r in requests if isinstance(checked[r.key], Task)]
 
-    def __call__(self, seeds: dict[str, list[Task]], per_seed: dict[str, int], pool_texts: list[str] = ()):
-        """New questions from ``seeds`` (bucket -> seed tasks); returns (accepted tasks, QuestionStats) and
-        writes DATA_DIR/new_tasks.jsonl."""
-        requests = _requests(seeds, per_seed)
+    def __call__(self, seeds: dict[str, list[Task]], per_seed: dict[str, int], pool_texts: list[str] = (),
+                 attempts: dict[str, tuple[str, str]] | None = None):  # fmt: skip
+        """New questions from ``seeds`` (bucket -> seed tasks); ``attempts``: task id -> (the student's failing
+        answer, its verdict), shown to the teacher for medium and hard seeds. Returns (accepted tasks,
+        QuestionStats) and writes DATA_DIR/new_tasks.jsonl."""
+        requests = _requests(seeds, per_seed, attempts)
         stats = QuestionStats(asked=len(requests))
         for r in requests:
             stats.by_bucket.setdefault(r.meta["bucket"], {"asked": 0, "accepted": 0})["asked"] += 1
-        dedup = NearDuplicates(self.dedup_threshold, list(pool_texts))
+        dedup = near_duplicates(self.dedup, self.dedup_threshold, list(pool_texts))
         accepted = []
         for req, task in self._validated(requests, stats):
             if dedup.seen(task.prompt):

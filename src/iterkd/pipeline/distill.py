@@ -53,10 +53,11 @@ def _stage_dir(cfg: DistillConfig, run: Path) -> Path:
     path = Path(cfg.stage_dir)
     wanted = {k: getattr(cfg, k) for k in _STAGE_KEYS}
     wanted["student_sampling"] = cfg.student_sampling.model_dump(exclude_unset=True)
-    teacher = cfg.teacher.to_dict()
+    teacher = cfg.teacher.model_dump(exclude_unset=True)  # as the dict section was pinned: unset keys are None
     wanted["teacher"] = {k: teacher.get(k) for k in _TEACHER_KEYS}
     wanted["prompt_version"] = PROMPT_VERSIONS["student"]  # the key older stage directories were pinned with
-    families = {f"prompt_version:{family}": v for family, v in PROMPT_VERSIONS.items() if family != "student"}
+    # the families whose records a shared stage directory of the PERsD family holds (IterKD's are pinned per stage)
+    families = {f"prompt_version:{family}": PROMPT_VERSIONS[family] for family in ("student-refine", "teacher-repair")}
     wanted.update(families)
     # pin files written before the families were recorded held records of their v1 wordings
     pin_settings(

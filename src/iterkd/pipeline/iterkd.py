@@ -49,6 +49,7 @@ class Round:
         self.progress = progress
         self.data = rdir / "data"
         self.times: dict[str, float] = {}
+        self.attempts: dict[str, tuple[str, str]] = {}  # the student's failing answers (Stage II), for Stage III
 
     def _timed(self, name: str, fn):
         began = time.perf_counter()
@@ -110,6 +111,7 @@ class Round:
                                 verified_records("student-answers", sandbox, limits), progress=self.progress)  # fmt: skip
         finally:
             model.close()
+        self.attempts = {r["task_id"]: (r["code"], r["feedback"]) for r in answers.values() if not r["passed"]}
         scores, doc = score_answers(views_for(self.ic, teacher, self.data, self.progress), self.pool, answers)
         ranked = self.ic.judge and self.ic.judge_in_buckets  # the judge is measured every round, used when asked
         buckets = {k: bucket(s if ranked else {**s, "judge": None}, self.ic.easy_min, self.ic.hard_max)
@@ -134,9 +136,9 @@ class Round:
         seeds = {b: [by_id[k] for k, v in buckets.items() if v == b] for b in ("easy", "medium", "hard")}
         params = SamplingParams(temperature=self.ic.question_temperature, max_tokens=self.ic.question_max_tokens)
         write = QuestionWriter(teacher, params, sandbox, limits, self.data, round_=self.k,
-                               dedup_threshold=self.ic.dedup_threshold, progress=self.progress,
+                               dedup=self.ic.dedup, dedup_threshold=self.ic.dedup_threshold, progress=self.progress,
                                tasks_file=self.rdir / "new_tasks.jsonl")  # fmt: skip
-        new, stats = write({b: s for b, s in seeds.items() if s}, self.ic.per_seed, pool_texts)
+        new, stats = write({b: s for b, s in seeds.items() if s}, self.ic.per_seed, pool_texts, self.attempts)
         nxt = new + (seeds["hard"] if self.ic.keep_hard_seeds else [])
         return nxt, asdict(stats)
 
@@ -185,6 +187,10 @@ def train_config(cfg, ic: IterKDConfig, rdir: Path, model: str, train_file: Path
 LOSS_KEYS = ("train.beta", "train.loss_type", "train.loss_weights")  # set from iterkd.{beta,loss,nll_weight}
 
 
+# settings added after runs were recorded: what a config.yaml or a pin file without them meant
+RECORDED_BEFORE = {"iterkd.dedup": "minhash"}
+
+
 def plan(cfg) -> Plan:
     """Every stage of an IterKD run, round by round, with the settings it is pinned by (``rounds`` and the
     budgets only extend a run: they are not pinned)."""
@@ -221,9 +227,10 @@ def _round_stages(cfg, k: int, rdir: Path) -> list[StagePin]:
         judged = {**teacher, **own("judge_variant", "judge_max_tokens"), "prompt_version:judge": V["judge"]}
         stages.append(pin("judge", (data / "judge.jsonl", data / "judge.retry.jsonl"), judged))
     asked = own("easy_min", "hard_max", "judge", "judge_in_buckets", "per_seed", "question_temperature",
-                "question_max_tokens", "dedup_threshold", "keep_hard_seeds")  # fmt: skip
+                "question_max_tokens", "dedup", "dedup_threshold", "keep_hard_seeds")  # fmt: skip
     questions = {**teacher, **asked, "prompt_version:question": V["question"], **box}
-    stages.append(pin("questions", (data / "questions.jsonl", data / "questions.retry.jsonl"), questions))
+    stages.append(StagePin(f"r{k}/questions", (data / "questions.jsonl", data / "questions.retry.jsonl"), questions,
+                           redo=redo, assumed=RECORDED_BEFORE))  # fmt: skip
     for stage in eval_stages(cfg, "", rdir / "eval", f"r{k}/eval", cfg.student_backend):
         # the round's student is pinned by its training; its path is checked by the eval directory itself
         settings = {key: v for key, v in stage.settings.items() if key != "model"}
@@ -275,7 +282,7 @@ def run_iterkd(cfg, progress: bool = True) -> dict:
 
 def _run(cfg, run: Path, progress: bool) -> dict:
     ic, teacher_cfg = cfg.iterkd, cfg.teacher
-    resume_check(cfg, plan)
+    resume_check(cfg, plan, RECORDED_BEFORE)
     with active(plan(cfg)):
         return _rounds(cfg, ic, teacher_cfg, run, progress)
 

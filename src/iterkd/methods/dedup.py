@@ -1,0 +1,125 @@
+"""Is a new exercise one we already have, reworded? A paraphrase-aware similarity of two exercises, for Stage III.
+
+MinHash over word 5-grams of the statement (the first de-duplication) misses rewordings: "find the largest number in
+a given list" and "find the maximum number in a list of integers" share no 5-gram. Here an exercise is three sets
+of features, each compared by Jaccard similarity:
+
+    words     content words of the normalised statement (lower case, light stemming, a few synonyms folded:
+              largest/maximum/biggest -> max, integers/numbers/elements/items -> item, ...; the words every
+              exercise has, "write a python function to", dropped)
+    calls     the names the reference solution calls or reads attributes of (len, max, sorted, .split, math.pi:
+              what it does, not what its variables are called)
+    shape     3-grams of the reference solution's AST node types in walk order (its control flow and operations)
+
+    similarity = (1 - code_weight) * words + code_weight * (calls + shape) / 2
+
+On the 2,080 hand-labelled pairs of the smoke run's exercises (experiments/iterkd-mini/dedup/) the words alone
+found 15 of 16 near-duplicate pairs at 0.8 with one false match, and adding the solution's features made it worse
+(paraphrased exercises come with differently written solutions): code_weight defaults to 0.
+Two exercises are near-duplicates when the similarity reaches a threshold (IterKDConfig.dedup_threshold), chosen on
+hand-labelled pairs (experiments/iterkd-mini/dedup/). Without a reference solution only the words count.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+
+# words every exercise statement uses, and glue words
+_STOP = set(
+    "a an the and or of to in on for from with by as is are be that this these those it its into at which each "
+    "every all any given write python function program method create implement define return returns find "
+    "calculate compute determine get check whether if using use new your you should takes take input output "
+    "two three one value values".split()
+)
+# synonyms folded into one word (after stemming)
+_SAME = {
+    "largest": "max", "maximum": "max", "biggest": "max", "greatest": "max", "highest": "max", "max": "max",
+    "smallest": "min", "minimum": "min", "lowest": "min", "least": "min", "min": "min",
+    "integer": "item", "number": "item", "element": "item", "item": "item", "entry": "item", "int": "item",
+    "array": "list", "sequence": "list", "list": "list",
+    "string": "str", "text": "str", "word": "word", "sentence": "str", "str": "str",
+    "total": "sum", "sum": "sum", "add": "sum", "addition": "sum",
+    "count": "count", "occurrence": "count", "frequency": "count", "many": "count",
+    "reverse": "reverse", "reversed": "reverse", "backward": "reverse",
+}  # fmt: skip
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ies", "es", "s"):
+        if word.endswith(suffix) and len(word) > len(suffix) + 2:
+            word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+            break
+    return word
+
+
+def statement_words(text: str) -> frozenset[str]:
+    words = (_stem(w) for w in re.findall(r"[a-z]+", text.lower()))
+    return frozenset(_SAME.get(w, w) for w in words if w not in _STOP and len(w) > 1)
+
+
+_BODIES = (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def solution_features(code: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(calls, shape) of a reference solution; empty sets when it does not parse."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return frozenset(), frozenset()
+    for node in ast.walk(tree):  # a docstring says nothing of what the code does
+        if isinstance(node, _BODIES) and ast.get_docstring(node, clean=False) is not None:
+            node.body = node.body[1:] or [ast.Pass()]
+    calls, types = set(), []
+    for node in ast.walk(tree):
+        types.append(type(node).__name__)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            calls.add(node.func.id)
+        elif isinstance(node, ast.Attribute):
+            calls.add("." + node.attr)
+    shape = {" ".join(types[i : i + 3]) for i in range(max(1, len(types) - 2))}
+    return frozenset(calls), frozenset(shape)
+
+
+@dataclass(frozen=True)
+class Features:
+    words: frozenset[str]
+    calls: frozenset[str]
+    shape: frozenset[str]
+
+    @classmethod
+    def of(cls, statement: str, solution: str | None = None) -> Features:
+        calls, shape = solution_features(solution) if solution else (frozenset(), frozenset())
+        return cls(statement_words(statement), calls, shape)
+
+
+def _jaccard(a: frozenset, b: frozenset) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def similarity(a: Features, b: Features, code_weight: float = 0.0) -> float:
+    """0..1; 1 = the same words (and, with ``code_weight`` > 0, the same calls and shape: that share of the score,
+    split evenly between them; only when both exercises have a parsed solution)."""
+    words = _jaccard(a.words, b.words)
+    if not (code_weight and a.shape and b.shape):
+        return words
+    code = 0.5 * _jaccard(a.calls, b.calls) + 0.5 * _jaccard(a.shape, b.shape)
+    return (1 - code_weight) * words + code_weight * code
+
+
+class Exercises:
+    """Exercises seen so far (the pool, the seeds, earlier new questions): ``match`` finds the closest one."""
+
+    def __init__(self, threshold: float, code_weight: float = 0.0) -> None:
+        self.threshold, self.code_weight = threshold, code_weight
+        self.items: list[tuple[str, Features]] = []
+
+    def add(self, key: str, statement: str, solution: str | None = None) -> None:
+        self.items.append((key, Features.of(statement, solution)))
+
+    def match(self, statement: str, solution: str | None = None) -> tuple[str, float] | None:
+        """(key, similarity) of the closest exercise at or above the threshold, else None."""
+        f = Features.of(statement, solution)
+        best = max(((k, similarity(f, g, self.code_weight)) for k, g in self.items), key=lambda kv: kv[1], default=None)
+        return best if best is not None and best[1] >= self.threshold else None
