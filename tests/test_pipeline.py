@@ -197,7 +197,7 @@ ITERKD = [
     "student=smollm2-135m-instruct",
     "student_sampling={temperature: 0.0, max_tokens: 128}",
     "train={max_steps: 1, per_device_train_batch_size: 2, gradient_accumulation_steps: 1, max_length: 256, save_steps: 1, logging_steps: 1}",
-    "iterkd={n_faulty: 2, judge_max_tokens: 64, question_max_tokens: 112}",
+    "iterkd={n_faulty: 2, judge_max_tokens: 64, question_max_tokens: 112, per_seed: {easy: 1, medium: 1, hard: 1}}",
 ]  # fmt: skip
 
 
