@@ -22,10 +22,21 @@ SMOKE = ROOT / "experiments" / "iterkd-smoke" / "run"
 
 
 @pytest.fixture
-def smoke(tmp_path):
+def smoke_copy(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(SMOKE, run)
     return run
+
+
+@pytest.fixture
+def smoke(smoke_copy, monkeypatch):
+    """A copy of the smoke run, checked by today's code with the prompt wordings it was made with (every family at
+    v1; the question prompt is v2 since issue 31)."""
+    from iterkd.codegen import prompts
+
+    for family in prompts.PROMPT_VERSIONS:
+        monkeypatch.setitem(prompts.PROMPT_VERSIONS, family, "v1")
+    return smoke_copy
 
 
 OLD_DEDUP = "iterkd.dedup=minhash"  # what the smoke run was made with (its config.yaml predates the key)
@@ -113,6 +124,15 @@ def test_a_setting_added_later_keeps_the_meaning_it_had_for_older_runs(smoke):
     pin = smoke / "rounds" / "r1" / "data" / "questions.jsonl.settings.json"
     assert json.loads(pin.read_text())["iterkd.dedup"] == "minhash"
     assert load_distill_config(smoke / "config.yaml", [f"run_dir={smoke}"]).iterkd.dedup == "minhash"
+
+
+def test_a_run_from_before_pins_was_made_with_the_v1_wordings(smoke_copy):
+    """The smoke run's question records were written by the v1 question prompt: today's v2 is refused at that
+    stage, though the run recorded no prompt version at all (its config.yaml stays as it was)."""
+    config = (smoke_copy / "config.yaml").read_text()
+    with pytest.raises(UserError, match="stage r1/questions was made with prompt_version:question = 'v1', not 'v2'"):
+        _check(smoke_copy, OLD_DEDUP)
+    assert (smoke_copy / "config.yaml").read_text() == config
 
 
 def test_stage_engine_pins_a_stage_when_it_begins(tmp_path):

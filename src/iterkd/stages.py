@@ -265,7 +265,7 @@ class Plan:
                     old = {s.name: s for s in before.stages} if before is not None else {}
                 if stage.name not in old:
                     continue
-                was = old[stage.name]
+                was = _as_recorded(old[stage.name])
                 if was.pin_file.parent.is_dir() and not was.partial:  # keep it (never a directory made for it)
                     was.write()
                 pinned = {**_as_json(was.assumed), **_as_json(was.settings)}
@@ -285,6 +285,15 @@ class Plan:
         stage = self._by_output.get(Path(path).resolve())
         if stage is not None and not stage.partial and not stage.pin_file.exists():
             stage.write()
+
+
+def _as_recorded(stage: StagePin) -> StagePin:
+    """A stage of a run from before pins, as it was made: every prompt family still had its v1 wording then (the
+    settings computed from its config.yaml carry today's versions)."""
+    import dataclasses
+
+    v1 = {k: "v1" for k in stage.settings if k.startswith("prompt_version:")}
+    return dataclasses.replace(stage, settings={**stage.settings, **v1})
 
 
 def _show(value) -> str:
