@@ -10,11 +10,14 @@ slots); sample i of a task uses seed + i, so seeds 0 and 100 draw disjoint sampl
 settings. Generations resume (runs/iterkd-mini/instrument/, not committed); each finished score copies its
 samples (evalplus format) and results into experiments/iterkd-mini/instrument/base-seed<S>/, where
 `iterkd report experiments/iterkd-mini/instrument --pair base-seed100:base-seed0` pairs them over tasks.
+`--keep` copies an unfinished score's generation log into the row (committed), and a rerun in a new checkout
+resumes from it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -37,9 +40,36 @@ def base_gguf() -> Path:
     return export_untrained(STUDENT, RUNS / "base-model", "q8_0")
 
 
+def keep_generations(bench: str, seed: int, out_root: Path) -> None:
+    """Copy an unfinished score's generation log (and its settings, the model named relative to the repository)
+    into the committed row, so that a new checkout resumes it (restore_generations) instead of starting over."""
+    src, kept = RUNS / "instrument" / f"seed{seed}" / bench, out_root / f"base-seed{seed}" / "generations"
+    if not (src / "generations.jsonl").exists():
+        return
+    kept.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / "generations.jsonl", kept / f"{bench}.generations.jsonl")
+    settings = json.loads((src / "generation_config.json").read_text())
+    settings["model"] = str(Path(settings["model"]).resolve().relative_to(ROOT))
+    (kept / f"{bench}.generation_config.json").write_text(json.dumps(settings, indent=1) + "\n")
+
+
+def restore_generations(bench: str, seed: int, out_root: Path) -> None:
+    """A new checkout has no runs/: put a committed generation log back (the untrained student is re-exported
+    identically, so its answers can be resumed; generation_config.json pins the settings)."""
+    dst, kept = RUNS / "instrument" / f"seed{seed}" / bench, out_root / f"base-seed{seed}" / "generations"
+    if (dst / "generation_config.json").exists() or not (kept / f"{bench}.generation_config.json").exists():
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(kept / f"{bench}.generations.jsonl", dst / "generations.jsonl")
+    settings = json.loads((kept / f"{bench}.generation_config.json").read_text())
+    settings["model"] = str(ROOT / settings["model"])  # as run_eval pins it
+    (dst / "generation_config.json").write_text(json.dumps(settings, indent=1) + "\n")
+
+
 def score(bench: str, seed: int, limit: int | None, out_root: Path) -> dict:
     from iterkd.evaluate.run import EvalConfig, run_eval
 
+    restore_generations(bench, seed, out_root)
     cfg = EvalConfig(model=str(base_gguf()), benchmark=bench, split=SPLIT[bench], n_samples=SAMPLES[bench],
                      seed=seed, limit=limit, **EVAL)  # fmt: skip
     results = run_eval(cfg, RUNS / "instrument" / f"seed{seed}" / bench)
@@ -57,7 +87,12 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,100", help="comma-separated sampling seeds (one score per seed)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N tasks (a wiring check)")
     ap.add_argument("--out", type=Path, default=OUT, help="where the rows go (default: beside this script)")
+    ap.add_argument("--keep", action="store_true", help="only copy unfinished generation logs into the rows")
     args = ap.parse_args()
+    if args.keep:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            keep_generations(args.bench, seed, args.out)
+        return
     for seed in (int(s) for s in args.seeds.split(",")):
         r = score(args.bench, seed, args.limit, args.out)
         print(f"{args.bench} seed {seed}: pass@1 {100 * r['pass_at_k']['pass@1']:.2f}% over {r['n_tasks']} tasks")
