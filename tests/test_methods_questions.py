@@ -62,15 +62,36 @@ def test_the_teacher_sees_the_seed_its_solution_and_for_hard_seeds_the_students_
 
     seed = load_mbpp("validation")[0]
     attempt = ("def f(x):\n    return x\n", "INPUT: f(2)\nEXPECTED: 4\nGOT: 2")
-    easy = question_messages(seed, "easy", attempt=attempt)[0]["content"]
-    hard = question_messages(seed, "hard", 1, 2, attempt)[0]["content"]
+    easy = question_messages(seed, "easy", attempt=attempt, version="v2")[0]["content"]
+    hard = question_messages(seed, "hard", 1, 2, attempt, version="v2")[0]["content"]
     for text in (easy, hard):
         assert seed.prompt.split("\n")[0] in text and seed.canonical_solution.strip() in text
         assert "ITS VERIFIED SOLUTION" in text and "QUESTION: <" in text
     assert "rarer and different" in easy and "FAILED" not in easy  # easy: a new idea; the student solved it
     assert "same task type" in hard and "WHICH FAILED" in hard and "GOT: 2" in hard and "exercise 2 of 2" in hard
+    assert seed.tests[-1] not in hard  # v2 shows the seen test only
     bare = dataclasses.replace(seed, canonical_solution=None)
-    assert "ITS VERIFIED SOLUTION" not in question_messages(bare, "medium")[0]["content"]
+    assert "ITS VERIFIED SOLUTION" not in question_messages(bare, "medium", version="v2")[0]["content"]
+
+
+def test_the_v3_question_prompt_shows_every_test_and_asks_medium_and_hard_seeds_for_a_variation():
+    from iterkd.codegen.prompts import PROMPT_VERSIONS, question_messages
+    from iterkd.tasks import load_mbpp
+
+    seed = load_mbpp("validation")[0]
+    attempt = ("def f(x):\n    return x\n", "INPUT: f(2)\nEXPECTED: 4\nGOT: 2")
+    assert PROMPT_VERSIONS["question"] == "v3"
+    assert question_messages(seed, "hard", attempt=attempt) == question_messages(
+        seed, "hard", attempt=attempt, version="v3"
+    )
+    easy = question_messages(seed, "easy", attempt=attempt)[0]["content"]
+    for bucket in ("medium", "hard"):
+        text = question_messages(seed, bucket, attempt=attempt)[0]["content"]
+        assert all(t.strip() in text for t in seed.tests) and "GOT: 2" in text
+        assert "variation" in text and f"Keep the function name {seed.entry_point}." in text
+    assert all(t.strip() in easy for t in seed.tests) and "new name" in easy and "GOT: 2" not in easy
+    with pytest.raises(ValueError, match="unknown question prompt version 'v9'"):
+        question_messages(seed, "easy", version="v9")
 
 
 def test_rewordings_are_near_duplicates_and_variants_are_not():

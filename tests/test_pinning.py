@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from iterkd.codegen import prompts
 from iterkd.errors import UserError
 from iterkd.pipeline import load_distill_config
 from iterkd.pipeline.resume import resume_check
@@ -31,7 +32,7 @@ def smoke_copy(tmp_path):
 @pytest.fixture
 def smoke(smoke_copy, monkeypatch):
     """A copy of the smoke run, checked by today's code with the prompt wordings it was made with (every family at
-    v1; the question prompt is v2 since issue 31)."""
+    v1; the question prompt is v3 since issue 31)."""
     from iterkd.codegen import prompts
 
     for family in prompts.PROMPT_VERSIONS:
@@ -127,10 +128,13 @@ def test_a_setting_added_later_keeps_the_meaning_it_had_for_older_runs(smoke):
 
 
 def test_a_run_from_before_pins_was_made_with_the_v1_wordings(smoke_copy):
-    """The smoke run's question records were written by the v1 question prompt: today's v2 is refused at that
+    """The smoke run's question records were written by the v1 question prompt: today's wording is refused at that
     stage, though the run recorded no prompt version at all (its config.yaml stays as it was)."""
     config = (smoke_copy / "config.yaml").read_text()
-    with pytest.raises(UserError, match="stage r1/questions was made with prompt_version:question = 'v1', not 'v2'"):
+    today = prompts.PROMPT_VERSIONS["question"]
+    with pytest.raises(
+        UserError, match=f"stage r1/questions was made with prompt_version:question = 'v1', not '{today}'"
+    ):
         _check(smoke_copy, OLD_DEDUP)
     assert (smoke_copy / "config.yaml").read_text() == config
 

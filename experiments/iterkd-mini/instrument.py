@@ -4,7 +4,7 @@ sampling seeds; the two scores differ only by sampling noise.
 
     ITERKD_THREADS=2 python experiments/iterkd-mini/instrument.py [--bench humaneval] [--seeds 0,100] [--limit N]
 
-Protocol (every row of the experiment): HumanEval pass@1 from n = 10 samples per task at temperature 0.2, top_p
+Protocol (every row of the experiment; score.py scores every row the same way): HumanEval pass@1 from n = 10 samples per task at temperature 0.2, top_p
 0.95, top_k 50 (transformers' default, as PERsD's sampling had), 512 tokens, llama.cpp's native server (16
 slots); sample i of a task uses seed + i, so seeds 0 and 100 draw disjoint samples. MBPP test: n = 5, same
 settings. Generations resume (runs/iterkd-mini/instrument/, not committed); each finished score copies its
@@ -17,20 +17,15 @@ resumes from it.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-RUNS = ROOT / "runs" / "iterkd-mini"
+sys.path.insert(0, str(HERE))
+from score import RUNS, SAMPLES, keep_generations, score  # noqa: E402  (the rows' scorer: the same protocol)
+
 OUT = HERE / "instrument"
 STUDENT = "smollm2-135m-instruct"
-# the protocol's decoding, for every row (iterkd-mini/config.yaml's eval section says the same)
-EVAL = {"temperature": 0.2, "top_p": 0.95, "top_k": 50, "max_tokens": 512, "backend": "llama-server",
-        "batch_size": 16}  # fmt: skip
-SAMPLES = {"humaneval": 10, "mbpp": 5}
-SPLIT = {"humaneval": None, "mbpp": "test"}
 
 
 def base_gguf() -> Path:
@@ -38,47 +33,6 @@ def base_gguf() -> Path:
     from iterkd.train.export import export_untrained
 
     return export_untrained(STUDENT, RUNS / "base-model", "q8_0")
-
-
-def keep_generations(bench: str, seed: int, out_root: Path) -> None:
-    """Copy an unfinished score's generation log (and its settings, the model named relative to the repository)
-    into the committed row, so that a new checkout resumes it (restore_generations) instead of starting over."""
-    src, kept = RUNS / "instrument" / f"seed{seed}" / bench, out_root / f"base-seed{seed}" / "generations"
-    if not (src / "generations.jsonl").exists():
-        return
-    kept.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src / "generations.jsonl", kept / f"{bench}.generations.jsonl")
-    settings = json.loads((src / "generation_config.json").read_text())
-    settings["model"] = str(Path(settings["model"]).resolve().relative_to(ROOT))
-    (kept / f"{bench}.generation_config.json").write_text(json.dumps(settings, indent=1) + "\n")
-
-
-def restore_generations(bench: str, seed: int, out_root: Path) -> None:
-    """A new checkout has no runs/: put a committed generation log back (the untrained student is re-exported
-    identically, so its answers can be resumed; generation_config.json pins the settings)."""
-    dst, kept = RUNS / "instrument" / f"seed{seed}" / bench, out_root / f"base-seed{seed}" / "generations"
-    if (dst / "generation_config.json").exists() or not (kept / f"{bench}.generation_config.json").exists():
-        return
-    dst.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(kept / f"{bench}.generations.jsonl", dst / "generations.jsonl")
-    settings = json.loads((kept / f"{bench}.generation_config.json").read_text())
-    settings["model"] = str(ROOT / settings["model"])  # as run_eval pins it
-    (dst / "generation_config.json").write_text(json.dumps(settings, indent=1) + "\n")
-
-
-def score(bench: str, seed: int, limit: int | None, out_root: Path) -> dict:
-    from iterkd.evaluate.run import EvalConfig, run_eval
-
-    restore_generations(bench, seed, out_root)
-    cfg = EvalConfig(model=str(base_gguf()), benchmark=bench, split=SPLIT[bench], n_samples=SAMPLES[bench],
-                     seed=seed, limit=limit, **EVAL)  # fmt: skip
-    results = run_eval(cfg, RUNS / "instrument" / f"seed{seed}" / bench)
-    row = out_root / f"base-seed{seed}"
-    row.mkdir(parents=True, exist_ok=True)
-    src = RUNS / "instrument" / f"seed{seed}" / bench
-    shutil.copyfile(src / "samples.jsonl", row / f"{bench}.samples.jsonl")
-    shutil.copyfile(src / "results.json", row / f"{bench}.results.json")
-    return results
 
 
 def main() -> None:
@@ -89,12 +43,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT, help="where the rows go (default: beside this script)")
     ap.add_argument("--keep", action="store_true", help="only copy unfinished generation logs into the rows")
     args = ap.parse_args()
-    if args.keep:
-        for seed in (int(s) for s in args.seeds.split(",")):
-            keep_generations(args.bench, seed, args.out)
-        return
     for seed in (int(s) for s in args.seeds.split(",")):
-        r = score(args.bench, seed, args.limit, args.out)
+        row, work = args.out / f"base-seed{seed}", RUNS / "instrument" / f"seed{seed}" / args.bench
+        if args.keep:
+            keep_generations(work, row, args.bench)
+            continue
+        r = score(base_gguf(), args.bench, seed, row, work, args.limit)
         print(f"{args.bench} seed {seed}: pass@1 {100 * r['pass_at_k']['pass@1']:.2f}% over {r['n_tasks']} tasks")
 
 

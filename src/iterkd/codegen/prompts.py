@@ -104,7 +104,10 @@ PROMPT_VERSIONS = {
     "teacher-faulty": "v1",
     "teacher-mutate": "v1",
     "judge": "v1",
-    "question": "v2",  # v2: the seed's verified solution and the student's failing answer; SODA's directions
+    # v2: the seed's verified solution and the student's failing answer; SODA's directions. v3: the seed's tests too,
+    # medium and hard ask for a variation (same topic, input and output, one changed requirement, the seed's function
+    # name, so that the seed's solution must fail the new tests); easy: another problem at least as hard
+    "question": "v3",
 }
 PROMPT_VERSION = PROMPT_VERSIONS["student"]  # what eval results record (generation.settings.prompt_version)
 
@@ -306,18 +309,51 @@ TEACHER_QUESTION = (
     "SOLUTION:\n```python\n<a correct reference solution>\n```\n"
     "TESTS:\n```python\n<at least 3 lines, each one assert that calls the function>\n```"
 )
+# v3 (issue 31): v2's exercises drifted to short textbook problems easier than their seeds. The teacher now sees
+# every test of the seed, and medium and hard seeds ask for a concrete operation a small teacher can carry out: a
+# variation with one changed requirement under the seed's function name (the validation then rejects tests that
+# the seed's own solution passes: a rewording cannot get through).
+QUESTION_DIRECTIONS_V3 = {
+    "easy": "The student already solves this exercise. Write a different exercise on the same topic, with the same "
+    "kind of input and output, that is rarer and at least as hard: its solution needs at least as many steps as "
+    "the verified solution above. Not a rewording or a small variation of this exercise, and not a generic "
+    "textbook exercise unrelated to it. Give the function a new name.",
+    "medium": "Write a variation of this exercise for the student to practise what its answer got wrong. Keep the "
+    "topic, the kind of input and output, and the difficulty (a solution about as long as the verified one); "
+    "change one requirement (a condition, the data structure, an extra parameter or the value to return) so that "
+    "the verified solution above no longer passes your tests. Keep the function name {name}.",
+    "hard": "The student fails this exercise. Write a variation of it for the student to practise the skill its "
+    "answer got wrong. Keep the topic, the kind of input and output, and the difficulty (a solution about as long "
+    "as the verified one); change one requirement (a condition, the data structure, an extra parameter or the "
+    "value to return) so that the verified solution above no longer passes your tests. Keep the function name "
+    "{name}.",
+}
 QUESTION_SOLUTION = "ITS VERIFIED SOLUTION:\n```python\n{code}\n```\n\n"
 QUESTION_ATTEMPT = "THE STUDENT'S ANSWER, WHICH FAILED:\n```python\n{code}\n```\nVerdict:\n{verdict}\n\n"
 QUESTION_RETRY = "This exercise was rejected: {reason}\nWrite it again, correct, in exactly the same format."
 
 
+def _seed_with_tests(task) -> str:
+    """The seed as v3 shows it: its statement with every test (the difficulty to match is in the tests)."""
+    if prompt_is_code(task) or not task.tests:
+        return task_statement(task)
+    return f"{task.prompt.strip()}\nFunction name: {task.entry_point}\nTests:\n" + "\n".join(
+        t.strip() for t in task.tests
+    )
+
+
 def question_messages(
-    seed_task, bucket: str, j: int = 0, k: int = 1, attempt: tuple[str, str] | None = None
+    seed_task, bucket: str, j: int = 0, k: int = 1, attempt: tuple[str, str] | None = None, version: str | None = None
 ) -> list[dict]:
     """The teacher is asked for new exercise ``j`` (of ``k`` from this seed) from ``seed_task`` for ``bucket``,
     shown the seed's verified solution (when it has one) and, for medium and hard seeds, ``attempt``: the
-    student's failing answer and its verdict (code, verdict text)."""
-    direction = QUESTION_DIRECTIONS[bucket]
+    student's failing answer and its verdict (code, verdict text). ``version``: the wording (default: today's,
+    ``PROMPT_VERSIONS["question"]``; "v2" stays for the committed measurement of issue 31)."""
+    version = version or PROMPT_VERSIONS["question"]
+    if version not in ("v2", "v3"):
+        raise ValueError(f"unknown question prompt version {version!r} (v2 or v3)")
+    directions = QUESTION_DIRECTIONS_V3 if version == "v3" else QUESTION_DIRECTIONS
+    direction = directions[bucket].format(name=seed_task.entry_point)
     if k > 1:  # distinct conversations: distinct samples (and cache keys) for each of the k exercises
         direction += f" This is exercise {j + 1} of {k} written from this example: make it differ from the others."
     solution = (getattr(seed_task, "canonical_solution", None) or "").strip()
@@ -326,4 +362,5 @@ def question_messages(
         context += QUESTION_ATTEMPT.format(
             code=attempt[0].strip(), verdict=attempt[1].strip()[:600] or "it fails the tests"
         )
-    return user(TEACHER_QUESTION.format(seed=task_statement(seed_task), context=context, direction=direction))
+    seed = _seed_with_tests(seed_task) if version == "v3" else task_statement(seed_task)
+    return user(TEACHER_QUESTION.format(seed=seed, context=context, direction=direction))

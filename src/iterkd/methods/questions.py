@@ -167,7 +167,9 @@ def _text_records(batch: list[Request], completions: list, seconds: float) -> li
     ]  # fmt: skip
 
 
-def _requests(seeds: dict[str, list[Task]], per_seed: dict[str, int], attempts: dict | None = None) -> list[Request]:
+def _requests(
+    seeds: dict[str, list[Task]], per_seed: dict[str, int], attempts: dict | None = None, version: str | None = None
+) -> list[Request]:
     out = []
     for bucket, tasks in seeds.items():
         k = per_seed.get(bucket, 1)
@@ -175,7 +177,7 @@ def _requests(seeds: dict[str, list[Task]], per_seed: dict[str, int], attempts: 
             attempt = (attempts or {}).get(seed.task_id)
             for j in range(k):
                 meta = {"seed_id": seed.task_id, "bucket": bucket, "j": j}
-                messages = question_messages(seed, bucket, j, k, attempt)
+                messages = question_messages(seed, bucket, j, k, attempt, version)
                 out.append(Request(f"{seed.task_id}|{bucket}|{j}", seed, messages, meta))
     return out
 
@@ -205,6 +207,7 @@ class QuestionWriter:
     batch_size: int = 8
     progress: bool = True
     tasks_file: Path | None = None  # where the accepted questions go (default DATA_DIR/new_tasks.jsonl)
+    prompt_version: str | None = None  # the question prompt's wording (default: today's, PROMPT_VERSIONS)
 
     def _stage(self, name: str, requests: list[Request], file: str) -> dict:
         return run_stage(name, self.teacher, requests, self.params, self.data_dir / file, _text_records,
@@ -233,7 +236,7 @@ class QuestionWriter:
         """New questions from ``seeds`` (bucket -> seed tasks); ``attempts``: task id -> (the student's failing
         answer, its verdict), shown to the teacher for medium and hard seeds. Returns (accepted tasks,
         QuestionStats) and writes DATA_DIR/new_tasks.jsonl."""
-        requests = _requests(seeds, per_seed, attempts)
+        requests = _requests(seeds, per_seed, attempts, self.prompt_version)
         stats = QuestionStats(asked=len(requests))
         for r in requests:
             stats.by_bucket.setdefault(r.meta["bucket"], {"asked": 0, "accepted": 0})["asked"] += 1

@@ -1,0 +1,102 @@
+"""Issue 31: make and score the rows of the IterKD miniature, one command per row (resumable).
+
+    ITERKD_THREADS=2 python experiments/iterkd-mini/rows.py ROW [ROW ...] [--bench humaneval,mbpp] [--train-only]
+
+Rows (experiments/iterkd-mini/ROW/ gets the samples, results, training set and data card):
+- base: the untrained student through the trained rows' export path (instrument.py's model); its HumanEval score
+  is the instrument's seed-0 score (instrument/base-seed0), copied rather than drawn again.
+- stand, persd-combine: the student retrained on the PERsD miniature's committed training sets
+  (experiments/persd-mini/ROW/train.jsonl) with that experiment's training settings (TRAIN, seed 0).
+- iterkd-r1, iterkd-r2, iterkd-r3: the IterKD run's student after each round (iterkd.py runs it).
+
+Each row is scored by score.py under the protocol; a trained row's checkpoint stays in runs/iterkd-mini/train/ROW.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from score import ROOT, RUNS, SAMPLES, score  # noqa: E402
+
+STUDENT = "smollm2-135m-instruct"
+PERSD = ROOT / "experiments" / "persd-mini"
+# experiments/persd-mini/config.yaml's train section: the settings the PERsD rows were trained with
+TRAIN = ["num_train_epochs=3", "learning_rate=5.0e-5", "per_device_train_batch_size=1",
+         "gradient_accumulation_steps=8", "lr_scheduler_type=cosine", "warmup_steps=0.03", "max_length=1024",
+         "long_examples=drop", "save_steps=25", "save_total_limit=1", "logging_steps=5", "seed=0"]  # fmt: skip
+RETRAINED = ("stand", "persd-combine")
+ITERKD_RUN = RUNS / "iterkd"
+
+
+def base_model() -> Path:
+    from iterkd.train.export import export_untrained
+
+    return export_untrained(STUDENT, RUNS / "base-model", "q8_0")
+
+
+def retrained(row: str) -> Path:
+    """Train the student on the PERsD miniature's training set of ``row`` (resumes from a checkpoint)."""
+    out = RUNS / "train" / row
+    if not (out / "final" / "config.json").exists():
+        cmd = [sys.executable, "-m", "iterkd", "train", f"model={STUDENT}", f"train_file={PERSD / row / 'train.jsonl'}",
+               *TRAIN, "--out", str(out)]  # fmt: skip
+        subprocess.run(cmd, cwd=ROOT, check=True)
+    dst = HERE / row
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("train.jsonl", "data_card.json"):
+        shutil.copyfile(PERSD / row / name, dst / name)
+    shutil.copyfile(out / "train_summary.json", dst / "train_summary.json")
+    return out / "final"
+
+
+def iterkd_round(row: str) -> Path:
+    k = row.removeprefix("iterkd-r")
+    gguf = ITERKD_RUN / "rounds" / f"r{k}" / "train" / "final.q8_0.gguf"
+    if not gguf.exists():
+        raise SystemExit(f"{row}: round {k} of the IterKD run has no trained student yet ({gguf})")
+    return gguf
+
+
+def model_of(row: str) -> Path:
+    if row == "base":
+        return base_model()
+    if row in RETRAINED:
+        return retrained(row)
+    if row.startswith("iterkd-r") and row.removeprefix("iterkd-r").isdigit():
+        return iterkd_round(row)
+    raise SystemExit(f"unknown row {row!r}: base, {', '.join(RETRAINED)}, iterkd-r1 ... (see --help)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("rows", nargs="+")
+    ap.add_argument("--bench", default="humaneval,mbpp", help="comma-separated: humaneval, mbpp (default both)")
+    ap.add_argument("--train-only", action="store_true", help="make the rows' students, score nothing")
+    args = ap.parse_args()
+    benches = [b.strip() for b in args.bench.split(",") if b.strip()]
+    if bad := [b for b in benches if b not in SAMPLES]:
+        ap.error(f"unknown benchmark {bad[0]!r}; choose from {', '.join(SAMPLES)}")
+    for row in args.rows:
+        model = model_of(row)
+        if args.train_only:
+            continue
+        for bench in benches:
+            if row == "base" and bench == "humaneval":  # the instrument's seed-0 score is this row's score
+                for name in ("samples.jsonl", "results.json"):
+                    src = HERE / "instrument" / "base-seed0" / f"humaneval.{name}"
+                    (HERE / "base").mkdir(exist_ok=True)
+                    shutil.copyfile(src, HERE / "base" / f"humaneval.{name}")
+                continue
+            r = score(model, bench, 0, HERE / row, RUNS / "score" / row / bench)
+            print(f"{row} {bench}: pass@1 {100 * r['pass_at_k']['pass@1']:.2f}% over {r['n_tasks']} tasks")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
