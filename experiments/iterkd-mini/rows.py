@@ -7,7 +7,7 @@ Rows (experiments/iterkd-mini/ROW/ gets the samples, results, training set and d
   is the instrument's seed-0 score (instrument/base-seed0), copied rather than drawn again.
 - stand, persd-combine: the student retrained on the PERsD miniature's committed training sets
   (experiments/persd-mini/ROW/train.jsonl) with that experiment's training settings (TRAIN, seed 0).
-- iterkd-r1, iterkd-r2, iterkd-r3: the IterKD run's student after each round (iterkd.py runs it).
+- iterkd-r1, iterkd-r2, iterkd-r3: the IterKD run's student after each round (run.py runs it).
 
 Each row is scored by score.py under the protocol; a trained row's checkpoint stays in runs/iterkd-mini/train/ROW.
 """

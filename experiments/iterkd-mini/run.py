@@ -1,7 +1,7 @@
 """Issue 31: the IterKD run of the miniature (3 rounds, budget 600k teacher tokens; settings in iterkd.yaml).
 
-    ITERKD_THREADS=2 nohup python experiments/iterkd-mini/iterkd.py > runs/iterkd-mini/iterkd.log 2>&1 &
-    python experiments/iterkd-mini/iterkd.py --copy     # only copy what the run has so far (before a commit)
+    ITERKD_THREADS=2 nohup python experiments/iterkd-mini/run.py > runs/iterkd-mini/iterkd.log 2>&1 &
+    python experiments/iterkd-mini/run.py --copy     # only copy what the run has so far (before a commit)
 
 Runs `iterkd distill --config experiments/iterkd-mini/iterkd.yaml` (resumable: a rerun after a kill goes on, the
 committed teacher cache answers every request already paid), then copies the run directory, without the
