@@ -4,10 +4,11 @@ sampling seeds; the two scores differ only by sampling noise.
 
     ITERKD_THREADS=2 python experiments/iterkd-mini/instrument.py [--bench humaneval] [--seeds 0,100] [--limit N]
 
-Protocol (every row of the experiment; score.py scores every row the same way): HumanEval pass@1 from n = 10 samples per task at temperature 0.2, top_p
-0.95, top_k 50 (transformers' default, as PERsD's sampling had), 512 tokens, llama.cpp's native server (16
-slots); sample i of a task uses seed + i, so seeds 0 and 100 draw disjoint samples. MBPP test: n = 5, same
-settings. Generations resume (runs/iterkd-mini/instrument/, not committed); each finished score copies its
+Protocol (every row of the experiment: score.py's PROTOCOL, which scores every row the same way): HumanEval
+pass@1 from n = 10 samples per task at temperature 0.2, top_p 0.95, top_k 50, 512 tokens, llama.cpp's native
+server (16 slots); sample i of a task uses seed + i, so seeds 0 and 100 draw disjoint samples. (MBPP test is
+scored greedily: no sampling noise to measure there.) Generations resume (runs/iterkd-mini/instrument/, not
+committed); each finished score copies its
 samples (evalplus format) and results into experiments/iterkd-mini/instrument/base-seed<S>/, where
 `iterkd report experiments/iterkd-mini/instrument --pair base-seed100:base-seed0` pairs them over tasks.
 `--keep` copies an unfinished score's generation log into the row (committed), and a rerun in a new checkout
@@ -37,7 +38,7 @@ def base_gguf() -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bench", default="humaneval", choices=sorted(SAMPLES))
+    ap.add_argument("--bench", default="humaneval", choices=[b for b, n in SAMPLES.items() if n > 1])
     ap.add_argument("--seeds", default="0,100", help="comma-separated sampling seeds (one score per seed)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N tasks (a wiring check)")
     ap.add_argument("--out", type=Path, default=OUT, help="where the rows go (default: beside this script)")

@@ -4,8 +4,10 @@
     ITERKD_THREADS=2 python experiments/iterkd-mini/score.py ROW --keep      # before a session ends
 
 MODEL: the row's student, a GGUF file (a trained row's q8_0 export) or a transformers model directory (exported to
-q8_0 beside it first, as the pipeline does). Protocol (EVAL): HumanEval pass@1 from n = 10 samples per task, MBPP
-test from n = 5, temperature 0.2, top_p 0.95, top_k 50 (transformers' default, as PERsD's sampling had), 512
+q8_0 beside it first, as the pipeline does). Protocol (PROTOCOL): HumanEval pass@1 from n = 10 samples per task at
+temperature 0.2, top_p 0.95, top_k 50 (transformers' default, as PERsD's sampling had); MBPP test (500 tasks)
+greedy, one answer per task: n = 5 would take ~63 minutes a row on the 2-core VM (2,500 answers at the ~120
+tokens/s HumanEval ran at), too long for the 10+ rows, and the issue's rule is then greedy for every row. 512
 tokens, llama.cpp's native server (16 slots); sample i of a task uses seed + i.
 
 Generation resumes from runs/iterkd-mini/score/ROW/BENCH/ (not committed). A finished score copies its samples
@@ -25,10 +27,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 RUNS = ROOT / "runs" / "iterkd-mini"
-EVAL = {"temperature": 0.2, "top_p": 0.95, "top_k": 50, "max_tokens": 512, "backend": "llama-server",
-        "batch_size": 16}  # fmt: skip
-SAMPLES = {"humaneval": 10, "mbpp": 5}
-SPLIT = {"humaneval": None, "mbpp": "test"}
+SERVE = {"max_tokens": 512, "backend": "llama-server", "batch_size": 16}
+PROTOCOL = {"humaneval": {"split": None, "n_samples": 10, "temperature": 0.2, "top_p": 0.95, "top_k": 50},
+            "mbpp": {"split": "test", "n_samples": 1, "temperature": 0.0}}  # fmt: skip
+SAMPLES = {bench: p["n_samples"] for bench, p in PROTOCOL.items()}
 
 
 def keep_generations(work: Path, row: Path, bench: str) -> None:
@@ -72,8 +74,7 @@ def score(model: Path, bench: str, seed: int, row: Path, work: Path, limit: int 
     from iterkd.evaluate.run import EvalConfig, run_eval
 
     restore_generations(work, row, bench)
-    cfg = EvalConfig(model=str(gguf_of(model)), benchmark=bench, split=SPLIT[bench], n_samples=SAMPLES[bench],
-                     seed=seed, limit=limit, **EVAL)  # fmt: skip
+    cfg = EvalConfig(model=str(gguf_of(model)), benchmark=bench, seed=seed, limit=limit, **SERVE, **PROTOCOL[bench])
     results = run_eval(cfg, work)
     row.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(work / "samples.jsonl", row / f"{bench}.samples.jsonl")
