@@ -94,6 +94,17 @@ def test_iterkd_run_gives_a_row_per_round_and_the_round_curves(tmp_path):
     assert not png_is_blank(tmp_path / "plots" / "rounds.png")
 
 
+def test_an_iterkd_run_scored_elsewhere_reports_its_rounds_beside_the_scored_rows(tmp_path):
+    """issue 31's layout: the IterKD run's copy has no evaluation of its own (rows are scored by a script into
+    sibling directories); the report still has its rounds, and no cost frontier without a score to put on it."""
+    exp = tmp_path / "exp"
+    shutil.copytree(SMOKE, exp / "iterkd-run", ignore=shutil.ignore_patterns("eval"))
+    shutil.copytree(SMOKE / "eval" / "base" / "humaneval", exp / "base")
+    done = build_report([exp], tmp_path / "report")
+    assert done["rows"] == 5 and "rounds" in done["plots"] and "cost_frontier" not in done["plots"]  # 4 rounds, base
+    assert "pass_at_1" in done["plots"]
+
+
 def test_eval_directories_with_several_samples_per_task(tmp_path):
     """Two `iterkd eval` directories on the same 164 tasks: 2 samples per task vs 1."""
     a, b = EVALS / "humaneval-t0.2-default", EVALS / "humaneval-t0.2-llamacpp"

@@ -93,6 +93,8 @@ def cost_frontier(rows: list[Row], out: Path) -> Plot | None:
     if not trained:
         return None
     benches = [b for b in benchmarks(rows) if any(b in r.results for r in trained)]
+    if not benches:  # rows that cost teacher tokens but are not scored (an IterKD run evaluated elsewhere)
+        return None
     fig, axes, plt = _figure(1, len(benches), 4.2 * len(benches), 3.4)
     students = sorted({r.student or r.path.name for r in trained})
     for ax, bench in zip(axes[0], benches):
