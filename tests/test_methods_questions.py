@@ -80,13 +80,16 @@ def test_the_v3_question_prompt_shows_every_test_and_asks_medium_and_hard_seeds_
 
     seed = load_mbpp("validation")[0]
     attempt = ("def f(x):\n    return x\n", "INPUT: f(2)\nEXPECTED: 4\nGOT: 2")
-    assert PROMPT_VERSIONS["question"] == "v3"
+    today = PROMPT_VERSIONS["question"]  # v2: v3 was measured and set aside (issue 31)
     assert question_messages(seed, "hard", attempt=attempt) == question_messages(
+        seed, "hard", attempt=attempt, version=today
+    )
+    assert question_messages(seed, "hard", attempt=attempt) != question_messages(
         seed, "hard", attempt=attempt, version="v3"
     )
-    easy = question_messages(seed, "easy", attempt=attempt)[0]["content"]
+    easy = question_messages(seed, "easy", attempt=attempt, version="v3")[0]["content"]
     for bucket in ("medium", "hard"):
-        text = question_messages(seed, bucket, attempt=attempt)[0]["content"]
+        text = question_messages(seed, bucket, attempt=attempt, version="v3")[0]["content"]
         assert all(t.strip() in text for t in seed.tests) and "GOT: 2" in text
         assert "variation" in text and f"Keep the function name {seed.entry_point}." in text
     assert all(t.strip() in easy for t in seed.tests) and "new name" in easy and "GOT: 2" not in easy

@@ -32,7 +32,7 @@ def smoke_copy(tmp_path):
 @pytest.fixture
 def smoke(smoke_copy, monkeypatch):
     """A copy of the smoke run, checked by today's code with the prompt wordings it was made with (every family at
-    v1; the question prompt is v3 since issue 31)."""
+    v1; the question prompt is v2 since issue 31)."""
     from iterkd.codegen import prompts
 
     for family in prompts.PROMPT_VERSIONS:

@@ -11,8 +11,9 @@ validated by execution, rewritten once, de-duplicated (methods.dedup, threshold 
 student answers every accepted question 5 times (T 0.2, top_p 0.95): its pass rate per bucket of origin says
 whether hard-bucket questions are harder for it than easy-bucket ones.
 
---prompt picks the question prompt's wording (codegen/prompts.py): v2 writes into stage3/, v3 (the default since this
-measurement) into stage3-v3/; both use the student's answers to the seeds in stage3/ (the same buckets).
+--prompt picks the question prompt's wording (codegen/prompts.py): v2 (the default, the pipeline's) writes into
+stage3/, v3 (the variation prompt, measured and set aside) into stage3-v3/; both use the student's answers to the
+seeds in stage3/ (the same buckets).
 
 Resumable: stage records under stage3/ (student answers, questions, rewrites, the student's answers to the new
 questions), the teacher cache teacher-cache.sqlite beside this file. Writes stage3/results.json, prints the
@@ -71,7 +72,7 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=None, help="only the first N validation tasks")
-    ap.add_argument("--prompt", default="v3", choices=["v2", "v3"], help="the question prompt's wording")
+    ap.add_argument("--prompt", default="v2", choices=["v2", "v3"], help="the question prompt's wording")
     args = ap.parse_args()
     out = OUT if args.prompt == "v2" else HERE / f"stage3-{args.prompt}"
     out.mkdir(parents=True, exist_ok=True)

@@ -104,10 +104,10 @@ PROMPT_VERSIONS = {
     "teacher-faulty": "v1",
     "teacher-mutate": "v1",
     "judge": "v1",
-    # v2: the seed's verified solution and the student's failing answer; SODA's directions. v3: the seed's tests too,
-    # medium and hard ask for a variation (same topic, input and output, one changed requirement, the seed's function
-    # name, so that the seed's solution must fail the new tests); easy: another problem at least as hard
-    "question": "v3",
+    # v2: the seed's verified solution and the student's failing answer; SODA's directions. v3 (every seed test;
+    # medium and hard: a variation under the seed's name) was measured and lost (experiments/iterkd-mini/stage3-v3:
+    # 10 questions accepted of 90 against v2's 35, 4 of them rewordings); question_messages(version="v3") keeps it
+    "question": "v2",
 }
 PROMPT_VERSION = PROMPT_VERSIONS["student"]  # what eval results record (generation.settings.prompt_version)
 
@@ -309,10 +309,11 @@ TEACHER_QUESTION = (
     "SOLUTION:\n```python\n<a correct reference solution>\n```\n"
     "TESTS:\n```python\n<at least 3 lines, each one assert that calls the function>\n```"
 )
-# v3 (issue 31): v2's exercises drifted to short textbook problems easier than their seeds. The teacher now sees
-# every test of the seed, and medium and hard seeds ask for a concrete operation a small teacher can carry out: a
-# variation with one changed requirement under the seed's function name (the validation then rejects tests that
-# the seed's own solution passes: a rewording cannot get through).
+# v3 (issue 31, measured and not the default): v2's exercises drift to short textbook problems easier than their
+# seeds, so v3 shows every test of the seed and asks medium and hard seeds for a concrete operation: a variation with
+# one changed requirement under the seed's function name (the validation then rejects tests the seed's own solution
+# passes). With the 1.5B teacher it was worse (experiments/iterkd-mini/results.md): its references failed their own
+# tests far more often, and 4 of the 10 accepted questions were the parent reworded.
 QUESTION_DIRECTIONS_V3 = {
     "easy": "The student already solves this exercise. Write a different exercise on the same topic, with the same "
     "kind of input and output, that is rarer and at least as hard: its solution needs at least as many steps as "
@@ -347,8 +348,8 @@ def question_messages(
 ) -> list[dict]:
     """The teacher is asked for new exercise ``j`` (of ``k`` from this seed) from ``seed_task`` for ``bucket``,
     shown the seed's verified solution (when it has one) and, for medium and hard seeds, ``attempt``: the
-    student's failing answer and its verdict (code, verdict text). ``version``: the wording (default: today's,
-    ``PROMPT_VERSIONS["question"]``; "v2" stays for the committed measurement of issue 31)."""
+    student's failing answer and its verdict (code, verdict text). ``version``: the wording (default:
+    ``PROMPT_VERSIONS["question"]``; "v3" reproduces issue 31's measurement of the variation prompt)."""
     version = version or PROMPT_VERSIONS["question"]
     if version not in ("v2", "v3"):
         raise ValueError(f"unknown question prompt version {version!r} (v2 or v3)")
