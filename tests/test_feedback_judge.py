@@ -5,7 +5,7 @@ import json
 import pytest
 
 from iterkd.codegen.prompts import judge_messages, task_statement
-from iterkd.feedback.judge import judge_answers, parse_total, roc_auc
+from iterkd.feedback.judge import judge_answers, parse_total, roc_auc, roc_auc_ci
 from iterkd.tasks import load_humaneval, load_mbpp
 
 
@@ -25,6 +25,17 @@ def test_roc_auc_on_known_inputs():
     assert roc_auc([6, 6, 6, 6], [True, False, True, False]) == 0.5  # every score equal: chance
     assert roc_auc([5, 3, 4], [True, False, False]) == 1.0 and roc_auc([1, 2], [True, True]) is None
     assert roc_auc([4, 2, 4, 1], [True, True, False, False]) == pytest.approx(0.625)  # 2.5 of 4 pairs
+
+
+def test_roc_auc_interval_is_a_bootstrap_over_the_answers():
+    separating = roc_auc_ci([6, 5, 6, 1, 0, 2], [True, True, True, False, False, False])
+    assert separating == (1.0, 1.0, 1.0)  # every resample with both kinds separates them
+    passed = [True] * 70 + [False] * 70
+    scores = [i % 7 for i in range(70)] * 2  # a judge at chance: the same scores for passing and failing answers
+    auc, low, high = roc_auc_ci(scores, passed)
+    assert auc == 0.5 and low < 0.5 < high and 0.05 < high - low < 0.3
+    assert roc_auc_ci(scores, passed) == (auc, low, high)  # seeded: the same interval again
+    assert roc_auc_ci([1, 2], [True, True]) is None
 
 
 def test_the_judge_sees_the_task_without_the_answer_format():

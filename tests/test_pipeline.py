@@ -294,6 +294,8 @@ def test_iterkd_stopped_killed_resumed_extended_and_refused(tmp_path, monkeypatc
     assert spent["judge"] > 0 and spent["total"] == sum(v for k, v in spent.items() if k != "total")
     assert (r1["round"], r1["pool"]) == (1, 6) and r1["feedback"]["answers"] == 6
     assert sum(r1["feedback"]["buckets"].values()) == 6 and r1["next_pool"] == r2["pool"]
+    auc, ci = r1["feedback"]["judge_roc_auc"], r1["feedback"]["judge_roc_auc_ci"]  # None when one verdict only
+    assert (auc is None) == (ci is None) and (ci is None or ci[0] <= auc <= ci[1])
     assert r2["pool"] == r1["questions"]["accepted"] + r1["feedback"]["buckets"]["hard"]
     for k, r in ((1, r1), (2, r2)):
         rows = [json.loads(line) for line in (run / "rounds" / f"r{k}" / "pairs.jsonl").read_text().splitlines()]

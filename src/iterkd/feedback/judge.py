@@ -8,6 +8,7 @@ with execution.
     parse_total(text)    the total out of 6 ("Total: 4.5", "Total score: 5/6", or the sum of the item lines)
     roc_auc(scores, ok)  how well the scores separate passing from failing answers (0.5 = chance; ties count
                          half), the measure the judge's prompt is chosen by
+    roc_auc_ci(...)      that AUC with a 95% percentile bootstrap interval over the answers
 """
 
 from __future__ import annotations
@@ -49,6 +50,29 @@ def roc_auc(scores: list[float], passed: list[bool]) -> float | None:
         return None
     wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
     return wins / (len(pos) * len(neg))
+
+
+def roc_auc_ci(
+    scores: list[float], passed: list[bool], n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float] | None:
+    """(AUC, low, high): ``roc_auc`` and a percentile bootstrap interval over the answers (resampled with
+    replacement; a resample without both passing and failing answers is drawn again). None without both."""
+    import numpy as np
+
+    auc = roc_auc(scores, passed)
+    if auc is None:
+        return None
+    s, ok = np.asarray(scores, dtype=float), np.asarray(passed, dtype=bool)
+    rng = np.random.default_rng(seed)
+    aucs = []
+    while len(aucs) < n_boot:
+        i = rng.integers(0, len(s), size=len(s))
+        pos, neg = s[i][ok[i]], s[i][~ok[i]]
+        if len(pos) and len(neg):
+            cmp = pos[:, None] - neg[None, :]
+            aucs.append(((cmp > 0).sum() + 0.5 * (cmp == 0).sum()) / cmp.size)
+    low, high = np.percentile(aucs, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return auc, float(low), float(high)
 
 
 def _records(batch: list[Request], completions: list, seconds: float) -> list[dict]:

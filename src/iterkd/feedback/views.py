@@ -74,13 +74,15 @@ class JudgeView:
         return {k: {"judge": r["score"]} for k, r in judged.items()}
 
     def summary(self, scores: dict[str, dict], answers: dict[str, dict]) -> dict:
-        from iterkd.feedback.judge import roc_auc
+        from iterkd.feedback.judge import roc_auc_ci
 
         usable = [k for k, s in scores.items() if s["judge"] is not None]
         passed = [answers[k]["passed"] for k in usable]
+        auc = roc_auc_ci([scores[k]["judge"] for k in usable], passed)
         return {
             "judge_parsed": len(usable),
-            "judge_roc_auc": roc_auc([scores[k]["judge"] for k in usable], passed),
+            "judge_roc_auc": auc[0] if auc else None,
+            "judge_roc_auc_ci": [round(auc[1], 4), round(auc[2], 4)] if auc else None,  # 95%, bootstrap over answers
             "judge_fail_scored_5_plus": sum(not answers[k]["passed"] and scores[k]["judge"] >= 5 for k in usable),
         }
 

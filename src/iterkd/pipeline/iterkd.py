@@ -117,7 +117,7 @@ class Round:
         buckets = {k: bucket(s if ranked else {**s, "judge": None}, self.ic.easy_min, self.ic.hard_max)
                    for k, s in scores.items()}  # fmt: skip
         if not self.ic.judge:  # the summary keeps its judge keys: nothing judged
-            doc.update(judge_parsed=0, judge_roc_auc=None, judge_fail_scored_5_plus=0)
+            doc.update(judge_parsed=0, judge_roc_auc=None, judge_roc_auc_ci=None, judge_fail_scored_5_plus=0)
         doc["buckets"] = {b: sum(v == b for v in buckets.values()) for b in ("easy", "medium", "hard")}
         doc["buckets_from"] = (
             "execution + static + judge" if ranked

@@ -173,6 +173,10 @@ def rounds(runs: list[Run], out: Path) -> Plot | None:
         ax = ax_row[3]
         auc = [(r.get("feedback") or {}).get("judge_roc_auc") for r in run.rounds]
         ax.plot(ks, [math.nan if a is None else a for a in auc], marker="o", color=COLORS[3])
+        for k, a, r in zip(ks, auc, run.rounds):  # the 95% interval, where the round recorded one
+            ci = (r.get("feedback") or {}).get("judge_roc_auc_ci")
+            if a is not None and ci:
+                ax.errorbar(k, a, yerr=[[a - ci[0]], [ci[1] - a]], color=COLORS[3], capsize=2, lw=1)
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
         ax.set_ylim(0, 1)
         ax.set_title("judge vs execution (ROC AUC)")
@@ -186,7 +190,8 @@ def rounds(runs: list[Run], out: Path) -> Plot | None:
         "rounds",
         "IterKD runs round by round: pass@1 of each round's student (round 0 = the base), the "
         "easy/medium/hard buckets of Stage III, the preference pairs and new questions kept, and the "
-        "rubric judge's ROC AUC against execution (0.5 = chance). From RUN/summary.json.",
+        "rubric judge's ROC AUC against execution (0.5 = chance; bars: 95% bootstrap interval over the answers, "
+        "where the round recorded one). From RUN/summary.json.",
     )
 
 
