@@ -8,6 +8,7 @@ Rows (experiments/iterkd-mini/ROW/ gets the samples, results, training set and d
 - stand, persd-combine: the student retrained on the PERsD miniature's committed training sets
   (experiments/persd-mini/ROW/train.jsonl) with that experiment's training settings (TRAIN, seed 0).
 - iterkd-r1, iterkd-r2, iterkd-r3: the IterKD run's student after each round (run.py runs it).
+- iterkd-all, iterkd-all-sft, iterkd-all-teacher-neg, stand-all: the students ablations.py trained.
 
 Each row is scored by score.py under the protocol; a trained row's checkpoint stays in runs/iterkd-mini/train/ROW.
 """
@@ -31,6 +32,7 @@ TRAIN = ["num_train_epochs=3", "learning_rate=5.0e-5", "per_device_train_batch_s
          "gradient_accumulation_steps=8", "lr_scheduler_type=cosine", "warmup_steps=0.03", "max_length=1024",
          "long_examples=drop", "save_steps=25", "save_total_limit=1", "logging_steps=5", "seed=0"]  # fmt: skip
 RETRAINED = ("stand", "persd-combine")
+ABLATIONS = ("iterkd-all", "iterkd-all-sft", "iterkd-all-teacher-neg", "stand-all")  # trained by ablations.py
 ITERKD_RUN = RUNS / "iterkd"
 
 
@@ -70,7 +72,12 @@ def model_of(row: str) -> Path:
         return retrained(row)
     if row.startswith("iterkd-r") and row.removeprefix("iterkd-r").isdigit():
         return iterkd_round(row)
-    raise SystemExit(f"unknown row {row!r}: base, {', '.join(RETRAINED)}, iterkd-r1 ... (see --help)")
+    if row in ABLATIONS:
+        final = RUNS / "train" / row / "final"
+        if not (final / "config.json").exists():
+            raise SystemExit(f"{row}: not trained yet (python experiments/iterkd-mini/ablations.py {row})")
+        return final
+    raise SystemExit(f"unknown row {row!r}: base, {', '.join(RETRAINED)}, iterkd-r1 ..., {', '.join(ABLATIONS)}")
 
 
 def main() -> int:
