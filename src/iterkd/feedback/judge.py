@@ -46,10 +46,14 @@ def roc_auc(scores: list[float], passed: list[bool]) -> float | None:
     """P(score of a passing answer > score of a failing one), ties half (Mann-Whitney); None without both."""
     pos = [s for s, ok in zip(scores, passed) if ok]
     neg = [s for s, ok in zip(scores, passed) if not ok]
-    if not pos or not neg:
-        return None
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
+    return _auc(pos, neg) if pos and neg else None
+
+
+def _auc(pos, neg) -> float:
+    import numpy as np
+
+    cmp = np.asarray(pos, dtype=float)[:, None] - np.asarray(neg, dtype=float)[None, :]
+    return float(((cmp > 0).sum() + 0.5 * (cmp == 0).sum()) / cmp.size)
 
 
 def roc_auc_ci(
@@ -69,8 +73,7 @@ def roc_auc_ci(
         i = rng.integers(0, len(s), size=len(s))
         pos, neg = s[i][ok[i]], s[i][~ok[i]]
         if len(pos) and len(neg):
-            cmp = pos[:, None] - neg[None, :]
-            aucs.append(((cmp > 0).sum() + 0.5 * (cmp == 0).sum()) / cmp.size)
+            aucs.append(_auc(pos, neg))
     low, high = np.percentile(aucs, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
     return auc, float(low), float(high)
 
