@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from iterkd.methods.questions import NearDuplicates, QuestionWriter, near_duplicates, parse_question, validate
+from iterkd.methods.dedup import NearDuplicates, near_duplicates
+from iterkd.methods.questions import QuestionWriter, parse_question, validate
 from iterkd.sandbox import Limits
 from iterkd.tasks import Task, load_task_file
 
@@ -111,8 +112,8 @@ def test_rewordings_are_near_duplicates_and_variants_are_not():
                     "Write a function to find the maximum value in a given tuple of tuples."):  # fmt: skip
         assert not seen.seen(variant), variant
     index = Exercises(0.8)
-    index.add("even", "Write a Python function to count the number of even numbers in a given list.")
-    index.add("prime", "Write a function to check if the given integer is a prime number.")
+    index.add("Write a Python function to count the number of even numbers in a given list.", key="even")
+    index.add("Write a function to check if the given integer is a prime number.", key="prime")
     assert index.match("Write a function to check if a given number is a prime number.")[0] == "prime"
     assert index.match("Write a function to count the number of even numbers in a list of integers.")[0] == "even"
     assert index.match("Write a function to calculate the factorial of a given number.") is None

@@ -78,7 +78,10 @@ class ConfigError(UserError):
         return ConfigError(self.exc, self.cls, where)
 
     def _line(self, err: dict, where: str) -> str:
-        loc = ".".join(str(p) for p in err["loc"])
+        parts = [str(p) for p in err["loc"]]
+        loc = ".".join(parts)
+        if parts[-1:] == ["[key]"]:  # a key of a mapping setting (pydantic's loc: setting, key, "[key]")
+            return f"{where}: {'.'.join(parts[:-2])!r}: key {parts[-2]!r} {err['msg'].replace('Input should be', 'must be')}"
         if err["type"] == "extra_forbidden":
             return f"{where}: unknown setting {loc!r}{suggest(self.key, self.cls.field_names())}"
         msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")

@@ -115,11 +115,56 @@ class Exercises:
         self.threshold, self.code_weight = threshold, code_weight
         self.items: list[tuple[str, Features]] = []
 
-    def add(self, key: str, statement: str, solution: str | None = None) -> None:
-        self.items.append((key, Features.of(statement, solution)))
+    def add(self, statement: str, solution: str | None = None, key: str | None = None) -> None:
+        self.items.append((str(len(self.items)) if key is None else key, Features.of(statement, solution)))
+
+    def seen(self, statement: str, solution: str | None = None) -> bool:
+        return self.match(statement, solution) is not None
 
     def match(self, statement: str, solution: str | None = None) -> tuple[str, float] | None:
         """(key, similarity) of the closest exercise at or above the threshold, else None."""
         f = Features.of(statement, solution)
         best = max(((k, similarity(f, g, self.code_weight)) for k, g in self.items), key=lambda kv: kv[1], default=None)
         return best if best is not None and best[1] >= self.threshold else None
+
+
+class NearDuplicates:
+    """The first de-duplication (kept as ``iterkd.dedup: minhash``): MinHash LSH over word 5-grams of the text
+    (datasketch); same ``seen``/``add`` as Exercises."""
+
+    def __init__(self, threshold: float, texts: list[str] = ()) -> None:
+        from datasketch import MinHashLSH
+
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=128)
+        self.n = 0
+        for text in texts:
+            self.add(text)
+
+    @staticmethod
+    def _minhash(text: str):
+        from datasketch import MinHash
+
+        words = re.findall(r"\w+", text.lower())
+        grams = {" ".join(words[i : i + 5]) for i in range(max(1, len(words) - 4))}
+        m = MinHash(num_perm=128, seed=1)
+        for g in grams:
+            m.update(g.encode())
+        return m
+
+    def seen(self, text: str) -> bool:
+        return bool(self.lsh.query(self._minhash(text)))
+
+    def add(self, text: str) -> None:
+        self.lsh.insert(f"q{self.n}", self._minhash(text))
+        self.n += 1
+
+
+def near_duplicates(kind: str, threshold: float, texts: list[str] = ()) -> Exercises | NearDuplicates:
+    """The de-duplication of ``kind`` ("words": paraphrase-aware, Exercises; "minhash": word 5-grams), holding
+    ``texts``; ``seen(text)`` and ``add(text)``."""
+    if kind not in ("words", "minhash"):
+        raise ValueError(f"unknown de-duplication {kind!r}")
+    index = Exercises(threshold) if kind == "words" else NearDuplicates(threshold)
+    for text in texts:
+        index.add(text)
+    return index

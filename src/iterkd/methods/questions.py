@@ -23,6 +23,7 @@ from pathlib import Path
 from iterkd.codegen.prompts import QUESTION_RETRY, question_messages
 from iterkd.feedback import job_for
 from iterkd.methods.decontam import is_contaminated
+from iterkd.methods.dedup import near_duplicates
 from iterkd.stages import Request, follow_up, run_stage
 from iterkd.tasks import Task, write_task_file
 
@@ -103,60 +104,6 @@ def validate(task: Task, seed: Task | None, sandbox, limits) -> str | None:
     """None when the reference passes and no stub does; else the reason (for the rewrite request)."""
     rejected = _rejection(task, seed, sandbox, limits)
     return rejected[1] if rejected else None
-
-
-class NearDuplicates:
-    """MinHash LSH over word 5-grams of question texts (datasketch)."""
-
-    def __init__(self, threshold: float, texts: list[str] = ()) -> None:
-        from datasketch import MinHashLSH
-
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=128)
-        self.n = 0
-        for text in texts:
-            self.add(text)
-
-    @staticmethod
-    def _minhash(text: str):
-        from datasketch import MinHash
-
-        words = re.findall(r"\w+", text.lower())
-        grams = {" ".join(words[i : i + 5]) for i in range(max(1, len(words) - 4))}
-        m = MinHash(num_perm=128, seed=1)
-        for g in grams:
-            m.update(g.encode())
-        return m
-
-    def seen(self, text: str) -> bool:
-        return bool(self.lsh.query(self._minhash(text)))
-
-    def add(self, text: str) -> None:
-        self.lsh.insert(f"q{self.n}", self._minhash(text))
-        self.n += 1
-
-
-class _Paraphrases:
-    """methods.dedup's similarity of statements, with the interface of NearDuplicates."""
-
-    def __init__(self, threshold: float, texts: list[str] = ()) -> None:
-        from iterkd.methods.dedup import Exercises
-
-        self.index = Exercises(threshold)
-        for text in texts:
-            self.add(text)
-
-    def seen(self, text: str) -> bool:
-        return self.index.match(text) is not None
-
-    def add(self, text: str) -> None:
-        self.index.add(str(len(self.index.items)), text)
-
-
-def near_duplicates(kind: str, threshold: float, texts: list[str] = ()):
-    """The de-duplication of ``kind`` ("words": paraphrase-aware, methods.dedup; "minhash": word 5-grams)."""
-    if kind not in ("words", "minhash"):
-        raise ValueError(f"unknown de-duplication {kind!r}")
-    return _Paraphrases(threshold, texts) if kind == "words" else NearDuplicates(threshold, texts)
 
 
 def _text_records(batch: list[Request], completions: list, seconds: float) -> list[dict]:

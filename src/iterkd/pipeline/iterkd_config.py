@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional
+from typing import Annotated, ClassVar, Literal, Optional
 
 from pydantic import Field
 
@@ -39,7 +39,10 @@ class IterKDConfig(ConfigModel):
     judge_max_tokens: int = Field(384, ge=16)
     easy_min: float = Field(5.0, ge=0, le=6)
     hard_max: float = Field(3.0, ge=0, le=6)
-    per_seed: dict[str, int] = Field(default_factory=lambda: {"easy": 1, "medium": 1, "hard": 2})
+    # new questions asked per seed of each bucket (a bucket left out: 1; 0: none for that bucket)
+    per_seed: dict[Literal["easy", "medium", "hard"], Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: {"easy": 1, "medium": 1, "hard": 2}
+    )
     question_temperature: float = Field(0.7, ge=0)
     question_max_tokens: int = Field(512, ge=64)
     # near-duplicates of the pool and earlier questions: words = methods.dedup (paraphrase-aware; threshold 0.8 chosen
