@@ -213,6 +213,33 @@ def test_iterkd_section_is_checked_before_any_work(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_budget_stop_reports_what_the_records_hold(tmp_path):
+    """Requests sent before the budget check saw the limit (the stage engine overlaps batches) are answered and
+    kept: the stop names the tokens the run's records hold, not the smaller count the check saw."""
+    from iterkd.pipeline.iterkd import _spent_on_disk
+    from iterkd.teacher import BudgetExceeded
+
+    for k, tokens in ((1, (300, 200)), (2, (60, 40))):
+        data = tmp_path / "rounds" / f"r{k}" / "data"
+        data.mkdir(parents=True)
+        rows = [{"key": f"q{i}", "prompt_tokens": t, "completion_tokens": 10} for i, t in enumerate(tokens)]
+        (data / "questions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (data / "student_answers.jsonl").write_text(
+            json.dumps({"key": "s", "prompt_tokens": 9, "completion_tokens": 9}) + "\n"
+        )
+
+    def stop(what, spent):
+        return BudgetExceeded(f"{what} teacher-token budget reached: {spent} of 550 tokens", limit="tokens", spent=spent,
+                              budget=550, what=what)  # fmt: skip
+
+    run = _spent_on_disk(stop("run", 560), tmp_path)  # rounds 1 + 2: 520 + 120 tokens (the student's excluded)
+    tail = "reached at 560 tokens; with the requests already sent then, answered and kept, the run's records hold 640)"
+    assert run.spent == 640 and run.what == "run" and str(run).endswith(tail)
+    assert _spent_on_disk(stop("round 2", 100), tmp_path).spent == 120  # round 2's records only
+    assert _spent_on_disk(stop("run", 640), tmp_path).spent == 640  # nothing in flight: the stop as it was
+    assert str(_spent_on_disk(stop("run", 640), tmp_path)) == str(stop("run", 640))
+
+
 def _cache_rows(path: Path) -> int:
     """Teacher calls stored in a teacher cache file (one row per distinct request)."""
     import sqlite3
@@ -236,6 +263,7 @@ def test_iterkd_stopped_killed_resumed_extended_and_refused(tmp_path, monkeypatc
     import time
 
     from iterkd.pipeline import run_distill
+    from iterkd.pipeline.iterkd import round_tokens
     from iterkd.teacher import BudgetExceeded
 
     run, cache = tmp_path / "run", tmp_path / "c.sqlite"
@@ -243,8 +271,10 @@ def test_iterkd_stopped_killed_resumed_extended_and_refused(tmp_path, monkeypatc
     evals = f"eval={{benchmarks: [{EASY}], max_tokens: 128}}"
     args = [*ITERKD, teacher, evals, f"run_dir={run}", "iterkd.rounds=2"]
     # a run budget of 1 token: the first teacher batch is sent, the next one is refused; the run stops cleanly
-    with pytest.raises(BudgetExceeded, match="run teacher-token budget reached: [0-9]+ of 1 tokens"):
+    with pytest.raises(BudgetExceeded, match="run teacher-token budget reached: [0-9]+ of 1 tokens") as stop:
         run_distill(load_distill_config(None, [*args, "iterkd.budget.run_tokens=1"], "iterkd"), progress=False)
+    # what it says it spent is what its records hold (requests sent before the check are answered and counted)
+    assert stop.value.spent == round_tokens(run / "rounds" / "r1")["total"] > 0
     stopped = json.loads((run / "summary.json").read_text())
     assert stopped["rounds"] == [] and stopped["stopped"].startswith("run teacher-token budget reached")
     first = (run / "rounds" / "r1" / "data" / "teacher_direct.jsonl").read_text().splitlines()

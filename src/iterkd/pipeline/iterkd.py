@@ -263,6 +263,25 @@ def round_tokens(rdir: Path) -> dict:
     return {**{k: v for k, v in spent.items() if v}, "total": sum(spent.values())}
 
 
+def _spent_on_disk(exc, run: Path):
+    """The budget stop with what the run's records say it spent: batches already sent when the budget was reached
+    (the stage engine overlaps them) are answered and kept, so the run spends a little more than the count the
+    check saw."""
+    from iterkd.teacher import BudgetExceeded
+
+    rounds = [r for r in (run / "rounds").glob("r*") if r.is_dir()]
+    if exc.what.startswith("round "):
+        rounds = [r for r in rounds if r.name == f"r{exc.what.removeprefix('round ')}"]
+    elif exc.what != "run":
+        return exc
+    total = sum(round_tokens(r)["total"] for r in rounds)
+    if total <= exc.spent:
+        return exc
+    message = (f"{exc} (reached at {exc.spent} tokens; with the requests already sent then, answered and kept, "
+               f"{'the run' if exc.what == 'run' else exc.what}'s records hold {total})")  # fmt: skip
+    return BudgetExceeded(message, limit=exc.limit, spent=total, budget=exc.budget, what=exc.what)
+
+
 def _seed_pool(cfg) -> list:
     from iterkd.methods.decontam import is_contaminated
     from iterkd.tasks import load_tasks
@@ -319,7 +338,7 @@ def _rounds(cfg, ic: IterKDConfig, teacher_cfg, run: Path, progress: bool) -> di
                 pool, prev = load_task_file(rdir / "next_pool.jsonl"), rdir
                 pool_texts += [t.prompt for t in pool]
     except BudgetExceeded as exc:
-        stopped = exc
+        stopped = _spent_on_disk(exc, run) if exc.limit == "tokens" else exc
     finally:
         usage = teacher.as_dict() if teacher.loaded else None
         teacher.close()

@@ -27,12 +27,13 @@ from iterkd.teacher.calls import Gate, Wrapper
 
 
 class BudgetExceeded(Exception):
-    """A budget is spent: ``limit`` ("tokens" or "usd"), ``spent`` and ``budget`` in that unit. Everything
-    received is kept (records, cache): rerun with a higher budget to resume."""
+    """A budget is spent: ``limit`` ("tokens" or "usd"), ``spent`` and ``budget`` in that unit, ``what`` the
+    budget's name ("run", "round 2", ""). Everything received is kept (records, cache): rerun with a higher budget
+    to resume."""
 
-    def __init__(self, message: str, *, limit: str, spent: float, budget: float) -> None:
+    def __init__(self, message: str, *, limit: str, spent: float, budget: float, what: str = "") -> None:
         super().__init__(message)
-        self.limit, self.spent, self.budget = limit, spent, budget
+        self.limit, self.spent, self.budget, self.what = limit, spent, budget, what
 
 
 class Budget(Wrapper, BaseGenerator):
@@ -60,6 +61,7 @@ class Budget(Wrapper, BaseGenerator):
                 limit="tokens",
                 spent=self.spent_tokens,
                 budget=self.tokens,
+                what=self.what,
             )
 
     def check_usd(self) -> None:
