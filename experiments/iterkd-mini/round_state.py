@@ -30,6 +30,7 @@ def origin(task_id: str) -> str:
 
 def main() -> None:
     from iterkd.feedback.judge import roc_auc_ci
+    from iterkd.pipeline.iterkd import round_tokens
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("round", type=int)
@@ -49,8 +50,6 @@ def main() -> None:
               for k, r in ((r["key"], r) for r in _rows(data / "judge.jsonl"))}  # fmt: skip
     usable = [k for k in answers if judged.get(k) is not None]
     auc = roc_auc_ci([judged[k] for k in usable], [answers[k]["passed"] for k in usable]) if usable else None
-    tokens = {f.name.removesuffix(".jsonl"): sum(r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in _rows(f))
-              for f in sorted(data.glob("*.jsonl"))}  # fmt: skip
     pairs = _rows(rdir / "pairs.jsonl")
     doc = {
         "round": args.round,
@@ -64,7 +63,7 @@ def main() -> None:
         "judge_fail_scored_5_plus": sum(not answers[k]["passed"] and judged[k] >= 5 for k in usable),
         "questions_first_answers": len(_rows(data / "questions.jsonl")),
         "questions_accepted": len(_rows(rdir / "new_tasks.jsonl")),
-        "teacher_tokens": {**tokens, "total": sum(v for k, v in tokens.items() if k != "student_answers")},
+        "teacher_tokens": round_tokens(rdir),  # as the round summary and the budget count them
     }
     out = HERE / "questions" / f"r{args.round}-state.json"
     out.write_text(json.dumps(doc, indent=1) + "\n")

@@ -80,11 +80,11 @@ class ConfigError(UserError):
     def _line(self, err: dict, where: str) -> str:
         parts = [str(p) for p in err["loc"]]
         loc = ".".join(parts)
+        msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
         if parts[-1:] == ["[key]"]:  # a key of a mapping setting (pydantic's loc: setting, key, "[key]")
-            return f"{where}: {'.'.join(parts[:-2])!r}: key {parts[-2]!r} {err['msg'].replace('Input should be', 'must be')}"
+            return f"{where}: {'.'.join(parts[:-2])!r}: key {parts[-2]!r} {msg}"
         if err["type"] == "extra_forbidden":
             return f"{where}: unknown setting {loc!r}{suggest(self.key, self.cls.field_names())}"
-        msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
         if not loc or err["type"] == "value_error" and not msg.startswith("must"):
             return f"{where}: {msg}"
         return f"{where}: {loc!r} {msg}, got {err.get('input')!r}"
