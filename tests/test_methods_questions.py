@@ -102,7 +102,7 @@ def test_rewordings_are_near_duplicates_and_variants_are_not():
     """The smoke run's repeats (issue 31), which word 5-grams missed; its variants are new exercises."""
     from iterkd.methods.dedup import Exercises, Features, similarity
 
-    seen = near_duplicates("words", 0.8, ["Write a function to find the largest number in a given list."])
+    seen = near_duplicates("words2", 0.8, ["Write a function to find the largest number in a given list."])
     assert seen.seen("Write a Python function to find the maximum number in a list of integers.")
     assert not near_duplicates("minhash", 0.7, ["Write a function to find the largest number in a given list."]).seen(
         "Write a Python function to find the maximum number in a list of integers."
@@ -127,6 +127,26 @@ def test_rewordings_are_near_duplicates_and_variants_are_not():
     assert similarity(Features.of(text, plain), Features.of(text, documented), code_weight=0.5) == 1.0
     assert similarity(Features.of(text, plain), Features.of(text, loop), code_weight=0.5) < 0.8
     assert similarity(Features.of(text, plain), Features.of(text, loop)) == 1.0  # words only: the default
+
+
+def test_words_version_2_catches_the_repeats_version_1_missed_and_version_1_stays_for_old_runs():
+    """The IterKD miniature's round 1 repeated "the maximum of a list" under version 1 (value dropped, how-to hints
+    counted as content); version 2 folds value into item and cuts the hints. A run made with "words" keeps it."""
+    first = "Write a function to find the maximum value in a list using reduce and lambda function."
+    repeats = ["Write a function to find the maximum number in a given list of numbers.",
+               "Write a function to find the maximum value in a list using a loop.",
+               "Write a function to find the maximum value in a list."]  # fmt: skip
+    for kind, expected in (("words2", True), ("words", False)):
+        index = near_duplicates(kind, 0.8, [first])
+        assert [index.seen(r) for r in repeats] == [expected] * 3, kind
+    rev = near_duplicates("words2", 0.8, ["Write a python function to reverse a given list."])
+    assert rev.seen("Write a Python function to reverse a given list without using the built-in `reverse()` method.")
+    assert not rev.seen("Write a function to reverse a string.")  # a variant: a string, not a list
+    assert not near_duplicates("words2", 0.8, ["Write a Python function to calculate the sum of all integers in a list."]).seen(
+        "Write a function to calculate the sum of all even numbers in a list."
+    )
+    with pytest.raises(ValueError, match="unknown de-duplication 'words3'"):
+        near_duplicates("words3", 0.8)
 
 
 @pytest.mark.slow

@@ -118,8 +118,8 @@ def test_pins_are_written_and_then_decide_over_config_yaml(smoke):
 def test_a_setting_added_later_keeps_the_meaning_it_had_for_older_runs(smoke):
     """iterkd.dedup came after the smoke run: its config.yaml (and a pin file without the key) means minhash, the
     only de-duplication then, not today's default; resuming it with the new default is refused, naming the key."""
-    assert load_distill_config(smoke / "config.yaml", [f"run_dir={smoke}"]).iterkd.dedup == "words"
-    with pytest.raises(UserError, match="stage r1/questions was made with iterkd.dedup = 'minhash', not 'words'"):
+    assert load_distill_config(smoke / "config.yaml", [f"run_dir={smoke}"]).iterkd.dedup == "words2"
+    with pytest.raises(UserError, match="stage r1/questions was made with iterkd.dedup = 'minhash', not 'words2'"):
         _check(smoke)
     _check(smoke, OLD_DEDUP)  # the same run, told what it was made with: accepted, and pinned so
     pin = smoke / "rounds" / "r1" / "data" / "questions.jsonl.settings.json"

@@ -62,7 +62,37 @@ def iterkd_round(row: str) -> Path:
     gguf = ITERKD_RUN / "rounds" / f"r{k}" / "train" / "final.q8_0.gguf"
     if not gguf.exists():
         raise SystemExit(f"{row}: round {k} of the IterKD run has no trained student yet ({gguf})")
+    write_iterkd_card(int(k), HERE / row)
     return gguf
+
+
+def write_iterkd_card(k: int, dst: Path) -> None:
+    """The data card of round k's student: the student, the pairs it trained on, and the teacher and judge tokens
+    the run spent up to the end of round k (as ``iterkd report`` counts an IterKD round; a round stopped by the
+    budget counts what its records hold), read from the run's records (the student's own answers excluded)."""
+    import json
+
+    from iterkd.io import read_progress_log
+
+    prompt = completion = 0
+    by_round = {}
+    for r in range(1, k + 1):
+        spent = 0
+        for f in sorted((ITERKD_RUN / "rounds" / f"r{r}" / "data").glob("*.jsonl")):
+            if f.name == "student_answers.jsonl":
+                continue
+            for rec in read_progress_log(f, lambda x: json.dumps(x.get("key"))).values():
+                prompt += rec.get("prompt_tokens", 0)
+                completion += rec.get("completion_tokens", 0)
+                spent += rec.get("prompt_tokens", 0) + rec.get("completion_tokens", 0)
+        by_round[f"r{r}"] = spent
+    train = json.loads((ITERKD_RUN / "rounds" / f"r{k}" / "train" / "train_summary.json").read_text())
+    card = {"method": "iterkd", "student": STUDENT, "round": k, "examples": train["pairs"],
+            "teacher_prompt_tokens": prompt, "teacher_completion_tokens": completion,
+            "teacher_tokens_by_round": by_round, "run": "experiments/iterkd-mini/iterkd-run",
+            "tokens_note": "teacher and judge tokens of the run up to the end of this round, from its records"}  # fmt: skip
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "data_card.json").write_text(json.dumps(card, indent=1) + "\n")
 
 
 def model_of(row: str) -> Path:

@@ -8,8 +8,8 @@ proven by execution, de-duplicated and decontaminated before they enter the next
 A question is accepted when: its answer parses (QUESTION / FUNCTION / SOLUTION / TESTS, >= ``min_tests``
 asserts that call the function); the reference solution passes every test; the tests are not trivial (they fail
 on a body that does nothing and on ``return None``, and on the seed's own solution when it has the same
-function name); it is not a near-duplicate of the pool or of an earlier new question (``dedup`` "words": the
-paraphrase-aware similarity of methods.dedup >= ``dedup_threshold``; "minhash": MinHash over word 5-grams of the
+function name); it is not a near-duplicate of the pool or of an earlier new question (``dedup`` "words2" or "words":
+the paraphrase-aware similarity of methods.dedup, statement words of version 2 or 1, >= ``dedup_threshold``; "minhash": MinHash over word 5-grams of the
 question text); and it does not overlap HumanEval or the MBPP test
 split (the n-gram check of ``decontam`` plus a case-insensitive substring check of prompts and solutions).
 """
@@ -149,7 +149,7 @@ class QuestionWriter:
     data_dir: Path
     round_: int = 1
     min_tests: int = 3
-    dedup: str = "words"  # methods.dedup (paraphrase-aware) or "minhash" (word 5-grams of the text)
+    dedup: str = "words2"  # methods.dedup (paraphrase-aware; "words": version 1) or "minhash" (word 5-grams)
     dedup_threshold: float = 0.8
     batch_size: int = 8
     progress: bool = True

@@ -45,9 +45,10 @@ class IterKDConfig(ConfigModel):
     )
     question_temperature: float = Field(0.7, ge=0)
     question_max_tokens: int = Field(512, ge=64)
-    # near-duplicates of the pool and earlier questions: words = methods.dedup (paraphrase-aware; threshold 0.8 chosen
-    # on hand-labelled pairs, experiments/iterkd-mini/dedup/), minhash = word 5-grams of the text (the first one)
-    dedup: Literal["words", "minhash"] = "words"
+    # near-duplicates of the pool and earlier questions: words2 / words = methods.dedup (paraphrase-aware, statement
+    # words of version 2 / 1; threshold 0.8 chosen on hand-labelled pairs, experiments/iterkd-mini/dedup/),
+    # minhash = word 5-grams of the text (the first one)
+    dedup: Literal["words2", "words", "minhash"] = "words2"
     dedup_threshold: float = Field(0.8, gt=0, le=1)
     keep_hard_seeds: bool = True
     train_from: Literal["previous", "base"] = "previous"  # base: each round trains the base on all pairs so far
