@@ -24,6 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
 RUN = HERE / "iterkd-run"  # the IterKD run's committed copy (run.py)
 TRAINED = ROOT / "runs" / "iterkd-mini" / "train"
 ROWS = ("iterkd-all", "iterkd-all-sft", "iterkd-all-teacher-neg", "stand-all")
@@ -34,8 +35,9 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def rounds(run: Path) -> list[Path]:
-    """The run's finished rounds (those with a summary), in order."""
-    found = sorted((run / "rounds").glob("r*/summary.json"), key=lambda p: int(p.parent.name[1:]))
+    """The run's rounds whose Stage I finished (pairs.jsonl is written once, when it has), in order: a round the
+    budget stopped later (the miniature's round 2) gave its pairs, and its student trained on them."""
+    found = sorted((run / "rounds").glob("r*/pairs.jsonl"), key=lambda p: int(p.parent.name[1:]))
     return [p.parent for p in found]
 
 
@@ -69,10 +71,17 @@ def training_set(row: str, run: Path) -> tuple[list[dict], str]:
 
 
 def card(row: str, rows: list[dict], run: Path) -> dict:
+    """The row's data card: what it holds, its student, and the teacher tokens its data cost (everything the run's
+    rounds spent, as for the last round's student: the same records)."""
+    from rows import STUDENT, run_spent
+
     by = lambda key: {v: sum(str(r.get(key)) == v for r in rows) for v in sorted({str(r.get(key)) for r in rows})}  # noqa: E731
-    return {"row": row, "examples": len(rows), "tasks": len({r["task_id"] for r in rows}),
-            "rounds": [d.name for d in rounds(run)], "by_round": by("round"),
-            **({"by_source": by("source")} if rows and "source" in rows[0] else {}),
+    prompt, completion, by_round = run_spent(run, int(rounds(run)[-1].name[1:]))
+    return {"row": row, "method": row, "student": STUDENT, "examples": len(rows),
+            "tasks": len({r["task_id"] for r in rows}), "rounds": [d.name for d in rounds(run)],
+            "by_round": by("round"), **({"by_source": by("source")} if rows and "source" in rows[0] else {}),
+            "teacher_prompt_tokens": prompt, "teacher_completion_tokens": completion,
+            "teacher_tokens_by_round": by_round,
             "from": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run)}  # fmt: skip
 
 

@@ -66,10 +66,10 @@ def iterkd_round(row: str) -> Path:
     return gguf
 
 
-def write_iterkd_card(k: int, dst: Path) -> None:
-    """The data card of round k's student: the student, the pairs it trained on, and the teacher and judge tokens
-    the run spent up to the end of round k (as ``iterkd report`` counts an IterKD round; a round stopped by the
-    budget counts what its records hold), read from the run's records (the student's own answers excluded)."""
+def run_spent(run: Path, k: int) -> tuple[int, int, dict[str, int]]:
+    """(prompt, completion, total by round) of the teacher and judge tokens the IterKD run ``run`` (its directory or
+    committed copy) spent in rounds 1..k, read from its records (the student's own answers excluded; a round the
+    budget stopped counts what its records hold)."""
     import json
 
     from iterkd.io import read_progress_log
@@ -77,15 +77,23 @@ def write_iterkd_card(k: int, dst: Path) -> None:
     prompt = completion = 0
     by_round = {}
     for r in range(1, k + 1):
-        spent = 0
-        for f in sorted((ITERKD_RUN / "rounds" / f"r{r}" / "data").glob("*.jsonl")):
+        before = prompt + completion
+        for f in sorted((run / "rounds" / f"r{r}" / "data").glob("*.jsonl")):
             if f.name == "student_answers.jsonl":
                 continue
             for rec in read_progress_log(f, lambda x: json.dumps(x.get("key"))).values():
                 prompt += rec.get("prompt_tokens", 0)
                 completion += rec.get("completion_tokens", 0)
-                spent += rec.get("prompt_tokens", 0) + rec.get("completion_tokens", 0)
-        by_round[f"r{r}"] = spent
+        by_round[f"r{r}"] = prompt + completion - before
+    return prompt, completion, by_round
+
+
+def write_iterkd_card(k: int, dst: Path) -> None:
+    """The data card of round k's student: the student, the pairs it trained on, and the teacher and judge tokens
+    the run spent up to the end of round k (as ``iterkd report`` counts an IterKD round)."""
+    import json
+
+    prompt, completion, by_round = run_spent(HERE / "iterkd-run", k)
     train = json.loads((ITERKD_RUN / "rounds" / f"r{k}" / "train" / "train_summary.json").read_text())
     card = {"method": "iterkd", "student": STUDENT, "round": k, "examples": train["pairs"],
             "teacher_prompt_tokens": prompt, "teacher_completion_tokens": completion,
