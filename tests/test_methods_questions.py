@@ -142,9 +142,9 @@ def test_words_version_2_catches_the_repeats_version_1_missed_and_version_1_stay
     rev = near_duplicates("words2", 0.8, ["Write a python function to reverse a given list."])
     assert rev.seen("Write a Python function to reverse a given list without using the built-in `reverse()` method.")
     assert not rev.seen("Write a function to reverse a string.")  # a variant: a string, not a list
-    assert not near_duplicates("words2", 0.8, ["Write a Python function to calculate the sum of all integers in a list."]).seen(
-        "Write a function to calculate the sum of all even numbers in a list."
-    )
+    assert not near_duplicates(
+        "words2", 0.8, ["Write a Python function to calculate the sum of all integers in a list."]
+    ).seen("Write a function to calculate the sum of all even numbers in a list.")
     with pytest.raises(ValueError, match="unknown de-duplication 'words3'"):
         near_duplicates("words3", 0.8)
 

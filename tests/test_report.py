@@ -100,9 +100,17 @@ def test_an_iterkd_run_scored_elsewhere_reports_its_rounds_beside_the_scored_row
     exp = tmp_path / "exp"
     shutil.copytree(SMOKE, exp / "iterkd-run", ignore=shutil.ignore_patterns("eval"))
     shutil.copytree(SMOKE / "eval" / "base" / "humaneval", exp / "base")
+    # a measurement script's own results.json and summary.json (issue 31's dedup/) are not rows
+    (exp / "dedup").mkdir()
+    (exp / "dedup" / "results.json").write_text(json.dumps({"items": 65, "measures": {}}))
+    (exp / "notes").mkdir()
+    (exp / "notes" / "summary.json").write_text(json.dumps({"rows": 3}))
     done = build_report([exp], tmp_path / "report")
     assert done["rows"] == 5 and "rounds" in done["plots"] and "cost_frontier" not in done["plots"]  # 4 rounds, base
     assert "pass_at_1" in done["plots"]
+    (exp / "dedup" / "results.json").write_text("{not json")  # a broken file is named, not skipped
+    with pytest.raises(UserError, match="dedup/results.json: not readable as JSON"):
+        load([exp])
 
 
 def test_eval_directories_with_several_samples_per_task(tmp_path):

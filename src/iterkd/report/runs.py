@@ -9,6 +9,7 @@ directory (IterKD: one row per round), or an experiment directory whose sub-dire
                                                                                    -> base row + one row per round
     experiment row        DIR/<bench>.results.json (+ data_card.json, wall.json)   -> one row
     experiment directory  sub-directories that are any of the above                -> their rows, in name order
+                          (a sub-directory whose results.json or summary.json another tool wrote is skipped)
 
 Each row's student (the model it is, or was trained from) comes from its data card or run config; an eval row
 that names a registry model or hub id is that model, untrained (a base row); a row whose results name another
@@ -219,6 +220,22 @@ def _is_row_dir(path: Path) -> bool:
     return (path / "results.json").is_file() or (path / "summary.json").is_file() or any(path.glob("*.results.json"))
 
 
+def _holds_rows(path: Path) -> bool:
+    """A sub-directory of an experiment that iterkd wrote: a row directory whose results.json is an iterkd results
+    file (not another tool's JSON of that name, such as a measurement script's) and whose summary.json is a run's.
+    A file iterkd cannot read as JSON still counts, so that loading it names the broken file."""
+    if not _is_row_dir(path):
+        return False
+    for name, keys in (("results.json", ("benchmark", "pass_at_k")), ("summary.json", ("method",))):
+        if (path / name).is_file() and not any(path.glob("*.results.json")):
+            try:
+                doc = json.loads((path / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return True
+            return not isinstance(doc, dict) or all(k in doc for k in keys)
+    return True
+
+
 def _rows_of(path: Path) -> tuple[list[Row], Run | None]:
     if (path / "results.json").is_file():
         r = read_results(path / "results.json")
@@ -255,7 +272,7 @@ def load(paths: list[str | Path]) -> tuple[list[Row], list[Run]]:
             rows += found
             runs += [run] if run else []
             continue
-        subs = sorted(d for d in p.iterdir() if d.is_dir() and _is_row_dir(d))
+        subs = sorted(d for d in p.iterdir() if d.is_dir() and _holds_rows(d))
         if not subs:
             raise UserError(f"{p}: not a run directory or an experiment (no sub-directory holds results)")
         for d in subs:
