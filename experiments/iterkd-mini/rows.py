@@ -101,6 +101,11 @@ def write_iterkd_card(k: int, dst: Path) -> None:
             "tokens_note": "teacher and judge tokens of the run up to the end of this round, from its records"}  # fmt: skip
     dst.mkdir(parents=True, exist_ok=True)
     (dst / "data_card.json").write_text(json.dumps(card, indent=1) + "\n")
+    rdir = HERE / "iterkd-run" / "rounds" / f"r{k}"
+    # the pairs this round's student trained on (train_from previous: it started from the previous round's student)
+    shutil.copyfile(rdir / "pairs.jsonl", dst / "train.jsonl")
+    if (rdir / "summary.json").exists():  # a round the budget stopped has none (round_state.py reads its records)
+        shutil.copyfile(rdir / "summary.json", dst / "round_summary.json")
 
 
 def model_of(row: str) -> Path:
