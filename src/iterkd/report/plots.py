@@ -145,7 +145,11 @@ def rounds(runs: list[Run], out: Path) -> Plot | None:
     for ax_row, run in zip(axes, runs):
         ks = [r["round"] for r in run.rounds]
         ax = ax_row[0]
-        for j, bench in enumerate(sorted({b for r in run.rounds for b in r.get("eval") or {}})):
+        benches = sorted({b for r in run.rounds for b in r.get("eval") or {}})
+        if not benches:  # a run whose students were scored elsewhere (their rows are in the rows table)
+            ax.text(0.5, 0.5, "no round evaluated in the run", ha="center", va="center", transform=ax.transAxes,
+                    fontsize=8, color="grey")  # fmt: skip
+        for j, bench in enumerate(benches):
             base = (run.base_eval.get(bench) or {}).get("pass_at_k", {}).get("pass@1")
             xs = ([0] if base is not None else []) + ks
             ys = ([base] if base is not None else []) + [
@@ -154,7 +158,8 @@ def rounds(runs: list[Run], out: Path) -> Plot | None:
             ax.plot(xs, [100 * y for y in ys], marker="o", color=COLORS[j % len(COLORS)], label=bench)
         ax.set_title(f"{run.name}: pass@1 (round 0 = base)")
         ax.set_ylabel("%")
-        ax.legend(fontsize=7)
+        if benches:
+            ax.legend(fontsize=7)
         ax = ax_row[1]
         bottom = [0] * len(ks)
         for j, bucket in enumerate(("easy", "medium", "hard")):
