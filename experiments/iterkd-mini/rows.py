@@ -68,24 +68,14 @@ def iterkd_round(row: str) -> Path:
 
 def run_spent(run: Path, k: int) -> tuple[int, int, dict[str, int]]:
     """(prompt, completion, total by round) of the teacher and judge tokens the IterKD run ``run`` (its directory or
-    committed copy) spent in rounds 1..k, read from its records (the student's own answers excluded; a round the
-    budget stopped counts what its records hold)."""
-    import json
+    committed copy) spent in rounds 1..k, from its records (``pipeline.iterkd.round_usage``; a round the budget
+    stopped counts what its records hold)."""
+    from iterkd.pipeline.iterkd import round_usage
 
-    from iterkd.io import read_progress_log
-
-    prompt = completion = 0
-    by_round = {}
-    for r in range(1, k + 1):
-        before = prompt + completion
-        for f in sorted((run / "rounds" / f"r{r}" / "data").glob("*.jsonl")):
-            if f.name == "student_answers.jsonl":
-                continue
-            for rec in read_progress_log(f, lambda x: json.dumps(x.get("key"))).values():
-                prompt += rec.get("prompt_tokens", 0)
-                completion += rec.get("completion_tokens", 0)
-        by_round[f"r{r}"] = prompt + completion - before
-    return prompt, completion, by_round
+    usage = {f"r{r}": list(round_usage(run / "rounds" / f"r{r}").values()) for r in range(1, k + 1)}
+    prompt = sum(p for u in usage.values() for p, _ in u)
+    completion = sum(c for u in usage.values() for _, c in u)
+    return prompt, completion, {r: sum(p + c for p, c in u) for r, u in usage.items()}
 
 
 def write_iterkd_card(k: int, dst: Path) -> None:

@@ -252,14 +252,24 @@ def evaluate_student(cfg, model: str, out: Path, progress: bool) -> dict:
     return results
 
 
-def round_tokens(rdir: Path) -> dict:
-    """Teacher and judge tokens (prompt + completion) by stage-record file of a round on disk (the student's own
-    answers excluded) and their ``total``: what the round has spent, the same before and after a resume."""
-    spent = {}
+def round_usage(rdir: Path) -> dict[str, tuple[int, int]]:
+    """Teacher and judge tokens (prompt, completion) by stage-record file of a round on disk (the student's own
+    answers excluded)."""
+    usage = {}
     for f in sorted((rdir / "data").glob("*.jsonl")):
         if f.name != "student_answers.jsonl":
             rows = read_progress_log(f, lambda r: json.dumps(r.get("key"))).values()
-            spent[f.stem] = sum(r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in rows)
+            usage[f.stem] = (
+                sum(r.get("prompt_tokens", 0) for r in rows),
+                sum(r.get("completion_tokens", 0) for r in rows),
+            )
+    return usage
+
+
+def round_tokens(rdir: Path) -> dict:
+    """Teacher and judge tokens (prompt + completion) by stage-record file of a round on disk (round_usage) and their
+    ``total``: what the round has spent, the same before and after a resume."""
+    spent = {stem: p + c for stem, (p, c) in round_usage(rdir).items()}
     return {**{k: v for k, v in spent.items() if v}, "total": sum(spent.values())}
 
 

@@ -226,8 +226,10 @@ def _holds_rows(path: Path) -> bool:
     A file iterkd cannot read as JSON still counts, so that loading it names the broken file."""
     if not _is_row_dir(path):
         return False
+    if any(path.glob("*.results.json")):  # an experiment row
+        return True
     for name, keys in (("results.json", ("benchmark", "pass_at_k")), ("summary.json", ("method",))):
-        if (path / name).is_file() and not any(path.glob("*.results.json")):
+        if (path / name).is_file():
             try:
                 doc = json.loads((path / name).read_text(encoding="utf-8"))
             except (OSError, ValueError):
