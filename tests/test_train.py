@@ -67,12 +67,14 @@ def test_yaml_overrides_are_typed_and_resolved(tmp_path):
         "sft_args: {eval_accumulation_steps: 2}\n"
     )
     cfg = load_config(cfg_file, ["max_steps=20", "lora=true", "lora_dropout=0.1", "eval_file=", "bf16=false",
-                                 "lora_target_modules=q_proj,k_proj", "save_strategy=no"])  # fmt: skip
+                                 "lora_target_modules=q_proj,k_proj", "save_strategy=no",
+                                 'lr_scheduler_type="cosine"'])  # fmt: skip
     assert cfg.learning_rate == 2e-5 and isinstance(cfg.learning_rate, float)  # YAML 1.1 reads 2e-5 as a string
     assert cfg.max_steps == 20 and cfg.lora is True and cfg.lora_dropout == 0.1
     assert cfg.save_strategy == "no" and cfg.eval_file is None and cfg.bf16 is False
     assert cfg.lora_target_modules == ["q_proj", "k_proj"]
     assert cfg.sft_args == {"eval_accumulation_steps": 2}
+    assert cfg.lr_scheduler_type == "cosine"  # a quoted value is the string inside the quotes
     auto = load_config(None, ["model=m", "train_file=t", "output_dir=o"]).resolved()
     assert auto.learning_rate == 2e-5 and auto.lora_target_modules == "all-linear"
     assert load_config(None, ["model=m", "train_file=t", "output_dir=o", "lora=yes"]).resolved().learning_rate == 2e-4

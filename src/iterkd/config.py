@@ -123,7 +123,8 @@ def load_yaml(path: str | Path) -> dict:
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``key=value`` -> (key, value). The value is read as YAML (``[a, b]``, ``{k: v}``, ``null``, numbers,
-    booleans); anything else stays the string as typed (YAML would rewrite e.g. dates)."""
+    booleans, a quoted string: ``"cosine"`` is cosine); anything else stays the string as typed (YAML would rewrite
+    e.g. dates)."""
     import yaml
 
     key, sep, raw = text.partition("=")
@@ -133,6 +134,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw.strip()  # an unquoted string YAML cannot read: keep it verbatim
-    if not (value is None or isinstance(value, (dict, list, bool, int, float))):
+    quoted = isinstance(value, str) and len(raw.strip()) > 1 and raw.strip()[0] == raw.strip()[-1] in "'\""
+    if not (value is None or quoted or isinstance(value, (dict, list, bool, int, float))):
         value = raw.strip()
     return key.strip(), value
