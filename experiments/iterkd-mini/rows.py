@@ -109,6 +109,7 @@ def model_of(row: str) -> Path:
         final = RUNS / "train" / row / "final"
         if not (final / "config.json").exists():
             raise SystemExit(f"{row}: not trained yet (python experiments/iterkd-mini/ablations.py {row})")
+        shutil.copyfile(final.parent / "train_summary.json", HERE / row / "train_summary.json")
         return final
     raise SystemExit(f"unknown row {row!r}: base, {', '.join(RETRAINED)}, iterkd-r1 ..., {', '.join(ABLATIONS)}")
 
