@@ -90,7 +90,7 @@ def train_args(row: str) -> list[str]:
     import yaml
 
     cfg = yaml.safe_load((HERE / "iterkd.yaml").read_text())
-    args = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in cfg["train"].items()]  # key=value, as typed
+    args = [f"{k}={json.dumps(v)}" for k, v in cfg["train"].items()]  # parse_override reads JSON ("cosine" too)
     if row == "stand-all":
         return args
     ic = cfg["iterkd"]

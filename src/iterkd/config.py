@@ -130,11 +130,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise UserError(f"override {text!r}: expected key=value (e.g. max_steps=100)")
+    raw = raw.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.safe_load(raw) if raw else None
     except yaml.YAMLError:
-        value = raw.strip()  # an unquoted string YAML cannot read: keep it verbatim
-    quoted = isinstance(value, str) and len(raw.strip()) > 1 and raw.strip()[0] == raw.strip()[-1] in "'\""
+        value = raw  # an unquoted string YAML cannot read: keep it verbatim
+    quoted = isinstance(value, str) and len(raw) > 1 and raw[0] == raw[-1] in "'\""
     if not (value is None or quoted or isinstance(value, (dict, list, bool, int, float))):
-        value = raw.strip()
+        value = raw
     return key.strip(), value
