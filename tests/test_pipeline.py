@@ -3,6 +3,7 @@ teacher, real sandbox, TRL training, evaluation), then a resume that repeats not
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,26 @@ def test_the_committed_shared_stage_dirs_still_accept_the_settings_they_were_mad
 
 
 @pytest.mark.slow
+def test_the_clock_sums_each_step_over_calls_an_interrupted_one_included(tmp_path):
+    """A run's wall time survives a resume: each call adds its time to the step's total on disk, and a call
+    stopped by Ctrl-C (or SIGTERM, which the CLI raises the same way) still adds the time it spent."""
+    from iterkd.stages import Clock
+
+    with pytest.raises(KeyboardInterrupt):
+        with Clock(tmp_path / "clock.json").step("data"):
+            time.sleep(0.2)
+            raise KeyboardInterrupt
+    clock = Clock(tmp_path / "clock.json")  # the next call reads what the one before spent
+    first = clock.totals()["data"]
+    assert first >= 0.2
+    with clock.step("data"):
+        time.sleep(0.2)
+    with clock.step("training"):
+        pass
+    totals = clock.totals()
+    assert set(totals) == {"data", "training"} and totals["data"] >= first + 0.2 - 1e-9
+
+
 def test_stand_end_to_end_then_resume(tmp_path):
     from iterkd.pipeline import run_distill
 
@@ -120,6 +141,10 @@ def test_stand_end_to_end_then_resume(tmp_path):
         assert summary[key]["easy_tasks"]["n_tasks"] == 6
         assert 0.0 <= summary[key]["easy_tasks"]["pass_at_k"]["pass@1"] <= 1.0
     assert json.loads((run / "summary.json").read_text())["trained"] == summary["trained"]
+    # the wall time per step, over every call (one so far: no more than this call's)
+    wall = summary["wall_seconds"]
+    assert set(wall) == {"data", "training", "base_eval", "trained_eval"} and min(wall.values()) > 0
+    assert sum(wall.values()) <= summary["wall_seconds_this_call"] + 0.2
     # `iterkd report` reads the run directory: its base row and its trained row, with the data card
     from iterkd.report import build_report
     from iterkd.report.runs import load
@@ -128,10 +153,12 @@ def test_stand_end_to_end_then_resume(tmp_path):
     assert [(r.name, r.kind) for r in report_rows] == [("run/base", "base"), ("run", "distill")]
     assert report_rows[1].examples == card["examples"] and report_rows[1].card["method"] == "stand"
     assert len(report_rows[1].results["easy_tasks"].passed) == 6
+    assert report_rows[1].wall_seconds == sum(wall.values()) and not report_rows[1].wall_at_least
     assert "funnel" in build_report([run], tmp_path / "report")["plots"]
 
     again = run_distill(load_distill_config(None, overrides, "stand"), progress=False)
     assert again["train_seconds"] == 0.0 and again["data"] == card and again["trained"] == summary["trained"]
+    assert set(again["wall_seconds"]) == set(wall) and all(again["wall_seconds"][k] >= wall[k] for k in wall)
     # the trained student is never reused under another training config (nor the records under another teacher)
     with pytest.raises(UserError, match=r"stage training was made with train.max_steps = 2, not 3"):
         run_distill(load_distill_config(None, [*overrides, "train.max_steps=3"], "stand"), progress=False)
@@ -305,6 +332,11 @@ def test_iterkd_stopped_killed_resumed_extended_and_refused(tmp_path, monkeypatc
     # every call the rerun paid for was a new request (a row of the cache)
     assert _cache_rows(cache) == cached_before + one["teacher_this_call"]["usage"]["calls"]
     assert [r["round"] for r in one["rounds"]] == [1] and not (run / "rounds" / "r2").exists()
+    # the round's wall time counts the calls before this one: the budget-stopped call answered in Stage I (the
+    # killed one lost the time of the step it was in, kill -9 runs no code)
+    timed = one["rounds"][0]
+    assert set(timed["wall_seconds"]) == set(timed["seconds"])
+    assert timed["wall_seconds"]["stage1_pairs"] > timed["seconds"]["stage1_pairs"]
 
     # then raise rounds (a setting that only extends a run): round 2 runs, round 1 is kept; no call is paid for
     # twice (round 2 asks again for the hard seeds of round 1, which the cache answers: every paid call is a new

@@ -92,6 +92,20 @@ def test_iterkd_run_gives_a_row_per_round_and_the_round_curves(tmp_path):
     done = build_report([SMOKE], tmp_path)
     assert "rounds" in done["plots"] and "funnel" in done["plots"]
     assert not png_is_blank(tmp_path / "plots" / "rounds.png")
+    # the smoke run's summaries are from before the clock: each round's wall time is its last call's, a floor
+    assert [(r.wall_seconds, r.wall_at_least) for r in rows[1:]] == [
+        (sum(rd["seconds"].values()), True) for rd in summary["rounds"]
+    ]
+    md = (tmp_path / "report.md").read_text()
+    assert f"| ≥ {rows[1].wall_seconds / 60:.0f} min |" in md and "Wall time ≥: the last call's time only" in md
+    # a summary with the clock's steps: their sum, over every call, and no floor
+    run = tmp_path / "run"
+    shutil.copytree(SMOKE, run)
+    for i, rd in enumerate(summary["rounds"]):
+        rd["wall_seconds"] = {"stage1_pairs": 60.0 * (i + 1), "training": 30.0}
+    (run / "summary.json").write_text(json.dumps(summary))
+    timed, _ = load([run])
+    assert [(r.wall_seconds, r.wall_at_least) for r in timed[1:]] == [(60.0 * k + 30.0, False) for k in (1, 2, 3, 4)]
 
 
 def test_an_iterkd_run_scored_elsewhere_reports_its_rounds_beside_the_scored_rows(tmp_path):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iterkd.feedback import execution_feedback, job_for
-from iterkd.io import ProgressLog, read_progress_log
+from iterkd.io import ProgressLog, atomic_write_json, read_json, read_progress_log
 from iterkd.tasks import Task
 
 
@@ -319,3 +319,26 @@ def begin(path: Path) -> None:
     """Called by a stage before it writes ``path`` (a stage record file, a training directory, a dataset)."""
     for plan in _ACTIVE:
         plan.begin(path)
+
+
+class Clock:
+    """The wall seconds each step of a run took, summed over every call that worked on it (a resumed run adds
+    what it spends to what the calls before it spent), kept in a JSON file beside the step's records. A step's
+    time is added when it returns or raises (Ctrl-C and SIGTERM unwind, so they count); only a call killed
+    outright (kill -9) loses the time of the step it was in."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def totals(self) -> dict[str, float]:
+        return read_json(self.path) or {}
+
+    @contextmanager
+    def step(self, name: str):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            totals = self.totals()
+            totals[name] = round(totals.get(name, 0.0) + time.perf_counter() - began, 1)
+            atomic_write_json(self.path, totals)

@@ -213,9 +213,13 @@ def _run_locked(cfg: DistillConfig, run: Path, progress: bool) -> dict:
 
 
 def _stages(cfg: DistillConfig, run: Path, progress: bool) -> dict:
-    began = time.perf_counter()
-    card = build_data(cfg, run, progress)
-    final, train_seconds = train_student(cfg, run)
+    from iterkd.stages import Clock
+
+    began, clock = time.perf_counter(), Clock(run / "clock.json")  # the clock sums every call's steps
+    with clock.step("data"):
+        card = build_data(cfg, run, progress)
+    with clock.step("training"):
+        final, train_seconds = train_student(cfg, run)
     # model paths are relative to the run directory: a run (or its committed copy) does not name this machine
     rel = lambda path: portable_path(path, run)  # noqa: E731
     summary = {
@@ -228,20 +232,23 @@ def _stages(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     outtype = cfg.eval.get("export_gguf")  # e.g. q8_0: evaluate through llama.cpp, several times faster on a CPU
     if cfg.eval_base:
         base = cfg.student
-        if outtype:  # the untrained student through the same de-quantise -> export path as the trained one
-            from iterkd.train.export import export_untrained
+        with clock.step("base_eval"):
+            if outtype:  # the untrained student through the same de-quantise -> export path as the trained one
+                from iterkd.train.export import export_untrained
 
-            base = str(export_untrained(cfg.student, run / "base-model", outtype))
-            summary["base_gguf"] = rel(base)
-        summary["base"] = evaluate(cfg, base, run / "eval" / "base", progress)
+                base = str(export_untrained(cfg.student, run / "base-model", outtype))
+                summary["base_gguf"] = rel(base)
+            summary["base"] = evaluate(cfg, base, run / "eval" / "base", progress)
     trained = str(final)
-    if outtype:
-        from iterkd.train.export import export_gguf
+    with clock.step("trained_eval"):
+        if outtype:
+            from iterkd.train.export import export_gguf
 
-        trained = str(export_gguf(final, outtype=outtype))
-        summary["trained_gguf"] = rel(trained)
-    summary["trained"] = evaluate(cfg, trained, run / "eval" / "trained", progress)
+            trained = str(export_gguf(final, outtype=outtype))
+            summary["trained_gguf"] = rel(trained)
+        summary["trained"] = evaluate(cfg, trained, run / "eval" / "trained", progress)
     summary["wall_seconds_this_call"] = round(time.perf_counter() - began, 1)
+    summary["wall_seconds"] = clock.totals()  # per step, over every call that worked on the run
     atomic_write_json(run / "summary.json", summary)
     return summary
 

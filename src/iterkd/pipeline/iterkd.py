@@ -34,7 +34,7 @@ from iterkd.io import (
 )
 from iterkd.pipeline.iterkd_config import IterKDConfig
 from iterkd.pipeline.resume import eval_stages, resume_check
-from iterkd.stages import Plan, Request, StagePin, active, begin, run_stage, verified_records
+from iterkd.stages import Clock, Plan, Request, StagePin, active, begin, run_stage, verified_records
 from iterkd.tasks import write_task_file
 
 
@@ -48,12 +48,14 @@ class Round:
         self.cfg, self.ic, self.k, self.rdir, self.student, self.pool, self.prev = cfg, ic, k, rdir, student, pool, prev
         self.progress = progress
         self.data = rdir / "data"
-        self.times: dict[str, float] = {}
+        self.times: dict[str, float] = {}  # this call's seconds per step
+        self.clock = Clock(rdir / "clock.json")  # every call's, summed: the round's wall time
         self.attempts: dict[str, tuple[str, str]] = {}  # the student's failing answers (Stage II), for Stage III
 
     def _timed(self, name: str, fn):
         began = time.perf_counter()
-        out = fn()
+        with self.clock.step(name):
+            out = fn()
         self.times[name] = round(time.perf_counter() - began, 1)
         return out
 
@@ -160,7 +162,8 @@ class Round:
                    "trained": student["train"] != self.student["train"],
                    "student": {k: portable_path(v, run) for k, v in student.items()}, "feedback": feedback,
                    "questions": questions, "next_pool": len(nxt), "eval": scores,
-                   "teacher_tokens": round_tokens(self.rdir), "seconds": self.times}  # fmt: skip
+                   "teacher_tokens": round_tokens(self.rdir), "seconds": self.times,
+                   "wall_seconds": self.clock.totals()}  # fmt: skip
         atomic_write_json(self.rdir / "summary.json", summary)
         return summary
 

@@ -66,6 +66,7 @@ class Row:
     teacher_tokens: int | None = None  # prompt + completion tokens the row's data cost
     examples: int | None = None  # training examples
     wall_seconds: float | None = None
+    wall_at_least: bool = False  # wall_seconds is one call's time only (a record from before the clock): a floor
     round: dict | None = None  # IterKD: the round's summary
     student: str | None = None  # the student model (a registry name where one matches), None when unknown
     untrained: bool = False  # a base row: the student before any training
@@ -180,19 +181,28 @@ def _distill_rows(path: Path, summary: dict) -> list[Row]:
             k = r["round"]
             spent += int((r.get("teacher_tokens") or {}).get("total", 0))
             res = _eval_dirs(path / "rounds" / f"r{k}" / "eval")
-            wall = sum((r.get("seconds") or {}).values()) or None
+            wall, floor = _wall(r.get("wall_seconds"), sum((r.get("seconds") or {}).values()))
             rows.append(Row(f"{name}/r{k}", path, "iterkd round", res, teacher_tokens=spent,
-                            examples=(r.get("pairs") or {}).get("pairs"), wall_seconds=wall, round=r,
-                            student=student, run_dir=summary.get("run_dir")))  # fmt: skip
+                            examples=(r.get("pairs") or {}).get("pairs"), wall_seconds=wall, wall_at_least=floor,
+                            round=r, student=student, run_dir=summary.get("run_dir")))  # fmt: skip
         return rows
     card_path = path / "data" / "data_card.json"
     card = _json(card_path) if card_path.exists() else summary.get("data")
+    wall, floor = _wall(summary.get("wall_seconds"), summary.get("wall_seconds_this_call"))
     rows.append(Row(name, path, "distill", _eval_dirs(path / "eval" / "trained"), card=card,
                     teacher_tokens=_tokens(card), examples=(card or {}).get("examples"),
-                    wall_seconds=summary.get("wall_seconds_this_call"),
+                    wall_seconds=wall, wall_at_least=floor,
                     student=_student_name((card or {}).get("student")) or student,
                     run_dir=summary.get("run_dir")))  # fmt: skip
     return rows
+
+
+def _wall(steps, this_call) -> tuple[float | None, bool]:
+    """A run's (or round's) wall time: its clock's steps summed over every call (``stages.Clock``), or, in a
+    summary from before the clock, the last call's seconds, which is a floor (a resumed run spent more)."""
+    if isinstance(steps, dict):
+        return sum(steps.values()) or None, False
+    return this_call or None, bool(this_call)
 
 
 def _has_rounds(summary: dict) -> bool:

@@ -42,7 +42,7 @@ def rows_table(rows: list[Row], paired: dict[str, str] | None = None) -> tuple[l
             "teacher tokens (prompt + completion)", "wall time"]  # fmt: skip
     body = []
     for r in rows:
-        wall = f"{r.wall_seconds / 60:.0f} min" if r.wall_seconds else "-"
+        wall = f"{'≥ ' if r.wall_at_least else ''}{r.wall_seconds / 60:.0f} min" if r.wall_seconds else "-"
         examples = str(r.examples) if r.examples is not None else "-"
         cells = [r.student or "unknown", paired.get(r.name, "-")] if paired is not None else []
         body.append([r.name, *cells, *(_pass_cell(r, b) for b in benches), examples, _tokens_cell(r), wall])
