@@ -87,22 +87,31 @@ def test_the_committed_shared_stage_dirs_still_accept_the_settings_they_were_mad
 @pytest.mark.slow
 def test_the_clock_sums_each_step_over_calls_an_interrupted_one_included(tmp_path):
     """A run's wall time survives a resume: each call adds its time to the step's total on disk, and a call
-    stopped by Ctrl-C (or SIGTERM, which the CLI raises the same way) still adds the time it spent."""
+    stopped by Ctrl-C (or SIGTERM, which the CLI raises the same way) still adds the time it spent. A clock that
+    starts on a directory which already holds stage records (a run from before the clock) says it is a floor."""
     from iterkd.stages import Clock
 
+    records = tmp_path / "data"
     with pytest.raises(KeyboardInterrupt):
-        with Clock(tmp_path / "clock.json").step("data"):
+        with Clock(tmp_path / "clock.json", records).step("data"):
+            records.mkdir()
+            (records / "teacher_direct.jsonl").write_text('{"key": "a"}\n')  # this call's own records
             time.sleep(0.2)
             raise KeyboardInterrupt
-    clock = Clock(tmp_path / "clock.json")  # the next call reads what the one before spent
+    clock = Clock(tmp_path / "clock.json", records)  # the next call reads what the one before spent
     first = clock.totals()["data"]
-    assert first >= 0.2
+    assert first >= 0.2 and clock.complete
     with clock.step("data"):
         time.sleep(0.2)
     with clock.step("training"):
         pass
     totals = clock.totals()
-    assert set(totals) == {"data", "training"} and totals["data"] >= first + 0.2 - 1e-9
+    assert set(totals) == {"data", "training"} and totals["data"] >= first + 0.2 - 1e-9 and clock.complete
+    late = Clock(tmp_path / "late.json", records)  # started on records an earlier call wrote
+    with late.step("data"):
+        pass
+    assert not late.complete and set(late.totals()) == {"data"}
+    assert Clock(tmp_path / "empty.json", tmp_path / "none").complete  # no records yet: from the first call
 
 
 def test_stand_end_to_end_then_resume(tmp_path):
@@ -144,6 +153,7 @@ def test_stand_end_to_end_then_resume(tmp_path):
     # the wall time per step, over every call (one so far: no more than this call's)
     wall = summary["wall_seconds"]
     assert set(wall) == {"data", "training", "base_eval", "trained_eval"} and min(wall.values()) > 0
+    assert summary["wall_seconds_complete"] is True
     assert sum(wall.values()) <= summary["wall_seconds_this_call"] + 0.2
     # `iterkd report` reads the run directory: its base row and its trained row, with the data card
     from iterkd.report import build_report
@@ -337,6 +347,7 @@ def test_iterkd_stopped_killed_resumed_extended_and_refused(tmp_path, monkeypatc
     timed = one["rounds"][0]
     assert set(timed["wall_seconds"]) == set(timed["seconds"])
     assert timed["wall_seconds"]["stage1_pairs"] > timed["seconds"]["stage1_pairs"]
+    assert timed["wall_seconds_complete"] is True  # the clock started with the run's first call
 
     # then raise rounds (a setting that only extends a run): round 2 runs, round 1 is kept; no call is paid for
     # twice (round 2 asks again for the hard seeds of round 1, which the cache answers: every paid call is a new

@@ -325,13 +325,26 @@ class Clock:
     """The wall seconds each step of a run took, summed over every call that worked on it (a resumed run adds
     what it spends to what the calls before it spent), kept in a JSON file beside the step's records. A step's
     time is added when it returns or raises (Ctrl-C and SIGTERM unwind, so they count); only a call killed
-    outright (kill -9) loses the time of the step it was in."""
+    outright (kill -9) loses the time of the step it was in. ``complete`` is False when the clock started on a
+    directory that already held stage records (``records/*.jsonl``: a run begun before the clock existed): its
+    totals are then a floor."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, records: Path):
         self.path = Path(path)
+        if read_json(self.path) is None:  # the first call on this directory, or one from before the clock
+            started = any(f.stat().st_size for f in Path(records).glob("*.jsonl"))  # a stage's records
+            atomic_write_json(self.path, {"steps": {}, "complete": not started})
+
+    def _doc(self) -> dict:
+        doc = read_json(self.path) or {}
+        return {"steps": dict(doc.get("steps") or {}), "complete": bool(doc.get("complete", False))}
 
     def totals(self) -> dict[str, float]:
-        return read_json(self.path) or {}
+        return self._doc()["steps"]
+
+    @property
+    def complete(self) -> bool:
+        return self._doc()["complete"]
 
     @contextmanager
     def step(self, name: str):
@@ -339,6 +352,6 @@ class Clock:
         try:
             yield
         finally:
-            totals = self.totals()
-            totals[name] = round(totals.get(name, 0.0) + time.perf_counter() - began, 1)
-            atomic_write_json(self.path, totals)
+            doc = self._doc()
+            doc["steps"][name] = round(doc["steps"].get(name, 0.0) + time.perf_counter() - began, 1)
+            atomic_write_json(self.path, doc)

@@ -215,7 +215,7 @@ def _run_locked(cfg: DistillConfig, run: Path, progress: bool) -> dict:
 def _stages(cfg: DistillConfig, run: Path, progress: bool) -> dict:
     from iterkd.stages import Clock
 
-    began, clock = time.perf_counter(), Clock(run / "clock.json")  # the clock sums every call's steps
+    began, clock = time.perf_counter(), Clock(run / "clock.json", run / "data")  # it sums every call's steps
     with clock.step("data"):
         card = build_data(cfg, run, progress)
     with clock.step("training"):
@@ -249,6 +249,7 @@ def _stages(cfg: DistillConfig, run: Path, progress: bool) -> dict:
         summary["trained"] = evaluate(cfg, trained, run / "eval" / "trained", progress)
     summary["wall_seconds_this_call"] = round(time.perf_counter() - began, 1)
     summary["wall_seconds"] = clock.totals()  # per step, over every call that worked on the run
+    summary["wall_seconds_complete"] = clock.complete  # False: the clock started on a run begun before it
     atomic_write_json(run / "summary.json", summary)
     return summary
 

@@ -49,7 +49,7 @@ class Round:
         self.progress = progress
         self.data = rdir / "data"
         self.times: dict[str, float] = {}  # this call's seconds per step
-        self.clock = Clock(rdir / "clock.json")  # every call's, summed: the round's wall time
+        self.clock = Clock(rdir / "clock.json", self.data)  # every call's, summed: the round's wall time
         self.attempts: dict[str, tuple[str, str]] = {}  # the student's failing answers (Stage II), for Stage III
 
     def _timed(self, name: str, fn):
@@ -163,7 +163,7 @@ class Round:
                    "student": {k: portable_path(v, run) for k, v in student.items()}, "feedback": feedback,
                    "questions": questions, "next_pool": len(nxt), "eval": scores,
                    "teacher_tokens": round_tokens(self.rdir), "seconds": self.times,
-                   "wall_seconds": self.clock.totals()}  # fmt: skip
+                   "wall_seconds": self.clock.totals(), "wall_seconds_complete": self.clock.complete}  # fmt: skip
         atomic_write_json(self.rdir / "summary.json", summary)
         return summary
 

@@ -78,8 +78,8 @@ def _text(rows: list[Row], pairs: list[tuple[str, str]], explicit: bool, summary
     intro = (f"{summary}. pass@1 % with the number of passing samples and a 95% bootstrap interval over tasks (and "
              "samples); the paired table compares rows task by task.")  # fmt: skip
     if any(r.wall_at_least for r in rows):
-        intro += (" Wall time ≥: the last call's time only (records from before every call's time was summed); "
-                  "a resumed run spent more.")  # fmt: skip
+        intro += (" Wall time ≥: a floor, from records made before every call's time was summed (the last call's "
+                  "time, or the calls' since); the run spent more.")  # fmt: skip
     notes = [r.student_note for r in rows if r.student_note]
     how = ("The pairs asked for (--pair)." if explicit else "Each row against the untrained row (base row) of its own "
            "student: the column paired with in the rows table says which, or why a row has none.")  # fmt: skip

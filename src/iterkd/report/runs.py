@@ -181,14 +181,14 @@ def _distill_rows(path: Path, summary: dict) -> list[Row]:
             k = r["round"]
             spent += int((r.get("teacher_tokens") or {}).get("total", 0))
             res = _eval_dirs(path / "rounds" / f"r{k}" / "eval")
-            wall, floor = _wall(r.get("wall_seconds"), sum((r.get("seconds") or {}).values()))
+            wall, floor = _wall(r, sum((r.get("seconds") or {}).values()))
             rows.append(Row(f"{name}/r{k}", path, "iterkd round", res, teacher_tokens=spent,
                             examples=(r.get("pairs") or {}).get("pairs"), wall_seconds=wall, wall_at_least=floor,
                             round=r, student=student, run_dir=summary.get("run_dir")))  # fmt: skip
         return rows
     card_path = path / "data" / "data_card.json"
     card = _json(card_path) if card_path.exists() else summary.get("data")
-    wall, floor = _wall(summary.get("wall_seconds"), summary.get("wall_seconds_this_call"))
+    wall, floor = _wall(summary, summary.get("wall_seconds_this_call"))
     rows.append(Row(name, path, "distill", _eval_dirs(path / "eval" / "trained"), card=card,
                     teacher_tokens=_tokens(card), examples=(card or {}).get("examples"),
                     wall_seconds=wall, wall_at_least=floor,
@@ -197,11 +197,13 @@ def _distill_rows(path: Path, summary: dict) -> list[Row]:
     return rows
 
 
-def _wall(steps, this_call) -> tuple[float | None, bool]:
-    """A run's (or round's) wall time: its clock's steps summed over every call (``stages.Clock``), or, in a
-    summary from before the clock, the last call's seconds, which is a floor (a resumed run spent more)."""
+def _wall(summary: dict, this_call) -> tuple[float | None, bool]:
+    """A run's (or round's) wall time and whether it is only a floor: its clock's steps summed over every call
+    (``stages.Clock``; a floor when the clock started on a run begun before it), or, in a summary from before the
+    clock, the last call's seconds (a floor: a resumed run spent more)."""
+    steps = summary.get("wall_seconds")
     if isinstance(steps, dict):
-        return sum(steps.values()) or None, False
+        return sum(steps.values()) or None, not summary.get("wall_seconds_complete", False)
     return this_call or None, bool(this_call)
 
 
