@@ -66,7 +66,7 @@ class Row:
     teacher_tokens: int | None = None  # prompt + completion tokens the row's data cost
     examples: int | None = None  # training examples
     wall_seconds: float | None = None
-    wall_at_least: bool = False  # wall_seconds is one call's time only (a record from before the clock): a floor
+    wall_at_least: bool = False  # wall_seconds is a floor (records from before the clock: the run spent more)
     round: dict | None = None  # IterKD: the round's summary
     student: str | None = None  # the student model (a registry name where one matches), None when unknown
     untrained: bool = False  # a base row: the student before any training
