@@ -84,7 +84,6 @@ def test_the_committed_shared_stage_dirs_still_accept_the_settings_they_were_mad
                                                                   "teacher.max_tokens=256", *extra]), tmp_path / "r")  # fmt: skip
 
 
-@pytest.mark.slow
 def test_the_clock_sums_each_step_over_calls_an_interrupted_one_included(tmp_path):
     """A run's wall time survives a resume: each call adds its time to the step's total on disk, and a call
     stopped by Ctrl-C (or SIGTERM, which the CLI raises the same way) still adds the time it spent. A clock that
@@ -99,21 +98,22 @@ def test_the_clock_sums_each_step_over_calls_an_interrupted_one_included(tmp_pat
             time.sleep(0.2)
             raise KeyboardInterrupt
     clock = Clock(tmp_path / "clock.json", records)  # the next call reads what the one before spent
-    first = clock.totals()["data"]
+    first = clock.totals["data"]
     assert first >= 0.2 and clock.complete
     with clock.step("data"):
         time.sleep(0.2)
     with clock.step("training"):
         pass
-    totals = clock.totals()
+    totals = clock.totals
     assert set(totals) == {"data", "training"} and totals["data"] >= first + 0.2 - 1e-9 and clock.complete
     late = Clock(tmp_path / "late.json", records)  # started on records an earlier call wrote
     with late.step("data"):
         pass
-    assert not late.complete and set(late.totals()) == {"data"}
+    assert not late.complete and set(late.totals) == {"data"}
     assert Clock(tmp_path / "empty.json", tmp_path / "none").complete  # no records yet: from the first call
 
 
+@pytest.mark.slow
 def test_stand_end_to_end_then_resume(tmp_path):
     from iterkd.pipeline import run_distill
 

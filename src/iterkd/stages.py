@@ -331,20 +331,14 @@ class Clock:
 
     def __init__(self, path: Path, records: Path):
         self.path = Path(path)
-        if read_json(self.path) is None:  # the first call on this directory, or one from before the clock
+        self.this_call: dict[str, float] = {}  # this call's seconds per step
+        doc = read_json(self.path)  # read once: one process works on a run directory (its lock)
+        if doc is None:  # the first call on this directory, or one from before the clock
             started = any(f.stat().st_size for f in Path(records).glob("*.jsonl"))  # a stage's records
-            atomic_write_json(self.path, {"steps": {}, "complete": not started})
-
-    def _doc(self) -> dict:
-        doc = read_json(self.path) or {}
-        return {"steps": dict(doc.get("steps") or {}), "complete": bool(doc.get("complete", False))}
-
-    def totals(self) -> dict[str, float]:
-        return self._doc()["steps"]
-
-    @property
-    def complete(self) -> bool:
-        return self._doc()["complete"]
+            doc = {"steps": {}, "complete": not started}
+            atomic_write_json(self.path, doc)
+        self.totals: dict[str, float] = dict(doc.get("steps") or {})
+        self.complete = bool(doc.get("complete", False))
 
     @contextmanager
     def step(self, name: str):
@@ -352,6 +346,7 @@ class Clock:
         try:
             yield
         finally:
-            doc = self._doc()
-            doc["steps"][name] = round(doc["steps"].get(name, 0.0) + time.perf_counter() - began, 1)
-            atomic_write_json(self.path, doc)
+            spent = time.perf_counter() - began
+            self.this_call[name] = round(spent, 1)
+            self.totals[name] = round(self.totals.get(name, 0.0) + spent, 1)
+            atomic_write_json(self.path, {"steps": self.totals, "complete": self.complete})

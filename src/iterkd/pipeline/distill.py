@@ -25,7 +25,7 @@ from iterkd.errors import UserError
 from iterkd.io import atomic_write_json, portable_path, read_json, run_lock
 from iterkd.pipeline.config import DistillConfig
 from iterkd.pipeline.resume import eval_stages, resume_check
-from iterkd.stages import Plan, active, begin
+from iterkd.stages import Clock, Plan, active, begin
 
 # Settings that decide what a stage record holds: runs may share a stage_dir only when these agree.
 _STAGE_KEYS = ("seed_tasks", "seed_split", "student", "student_sampling", "sandbox_timeout", "teacher_sees_reference")
@@ -213,8 +213,6 @@ def _run_locked(cfg: DistillConfig, run: Path, progress: bool) -> dict:
 
 
 def _stages(cfg: DistillConfig, run: Path, progress: bool) -> dict:
-    from iterkd.stages import Clock
-
     began, clock = time.perf_counter(), Clock(run / "clock.json", run / "data")  # it sums every call's steps
     with clock.step("data"):
         card = build_data(cfg, run, progress)
@@ -248,7 +246,7 @@ def _stages(cfg: DistillConfig, run: Path, progress: bool) -> dict:
             summary["trained_gguf"] = rel(trained)
         summary["trained"] = evaluate(cfg, trained, run / "eval" / "trained", progress)
     summary["wall_seconds_this_call"] = round(time.perf_counter() - began, 1)
-    summary["wall_seconds"] = clock.totals()  # per step, over every call that worked on the run
+    summary["wall_seconds"] = clock.totals  # per step, over every call that worked on the run
     summary["wall_seconds_complete"] = clock.complete  # False: the clock started on a run begun before it
     atomic_write_json(run / "summary.json", summary)
     return summary

@@ -20,7 +20,6 @@ leaves open are fields of ``IterKDConfig`` (ours, recorded in config.yaml).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from iterkd.io import (
@@ -48,16 +47,12 @@ class Round:
         self.cfg, self.ic, self.k, self.rdir, self.student, self.pool, self.prev = cfg, ic, k, rdir, student, pool, prev
         self.progress = progress
         self.data = rdir / "data"
-        self.times: dict[str, float] = {}  # this call's seconds per step
-        self.clock = Clock(rdir / "clock.json", self.data)  # every call's, summed: the round's wall time
+        self.clock = Clock(rdir / "clock.json", self.data)  # the round's wall time: this call's, every call's
         self.attempts: dict[str, tuple[str, str]] = {}  # the student's failing answers (Stage II), for Stage III
 
     def _timed(self, name: str, fn):
-        began = time.perf_counter()
         with self.clock.step(name):
-            out = fn()
-        self.times[name] = round(time.perf_counter() - began, 1)
-        return out
+            return fn()
 
     def pairs(self, teacher, teacher_params, sandbox, limits) -> tuple[list, dict]:
         from dataclasses import asdict
@@ -162,8 +157,8 @@ class Round:
                    "trained": student["train"] != self.student["train"],
                    "student": {k: portable_path(v, run) for k, v in student.items()}, "feedback": feedback,
                    "questions": questions, "next_pool": len(nxt), "eval": scores,
-                   "teacher_tokens": round_tokens(self.rdir), "seconds": self.times,
-                   "wall_seconds": self.clock.totals(), "wall_seconds_complete": self.clock.complete}  # fmt: skip
+                   "teacher_tokens": round_tokens(self.rdir), "seconds": self.clock.this_call,
+                   "wall_seconds": self.clock.totals, "wall_seconds_complete": self.clock.complete}  # fmt: skip
         atomic_write_json(self.rdir / "summary.json", summary)
         return summary
 
